@@ -1,0 +1,63 @@
+"""Composition root: the one place that builds config, clock, history, runners and the run service.
+
+Tests build the same pieces with a FakeClock, fake runners or a moto endpoint;
+nothing below reads the clock or the environment on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from lib.clock import Clock, SystemClock
+from lib.config import Config, load_config
+from lib.execution import RunService
+from lib.history import History
+from lib.runners.base import Runner
+
+CONFIG_ENV = "DBT_SCHEDULER_CONFIG"
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV, "jobs.yaml"))
+
+
+@dataclass
+class App:
+    config: Config
+    clock: Clock
+    history: History
+    service: RunService
+
+
+def default_runners(config: Config, base_env: Mapping[str, str]) -> dict[str, Runner]:
+    """One runner per kind the config uses; heavy ones (boto3) are imported only when needed."""
+    from lib.runners.local import LocalRunner
+
+    # The scheduler's own venv may hold dbt (make demo installs it there): put its bin
+    # first on PATH so a daemon started as `.venv/bin/python scheduler.py` finds it.
+    return {"local": LocalRunner(base_env=base_env, extra_path=Path(sys.executable).parent)}
+
+
+def build_app(
+    config: Config | Path | str | None = None,
+    clock: Clock | None = None,
+    runners: Mapping[str, Runner] | None = None,
+    base_env: Mapping[str, str] | None = None,
+) -> App:
+    if not isinstance(config, Config):
+        config = load_config(config if config is not None else default_config_path())
+    clock = clock or SystemClock()
+    base_env = dict(os.environ if base_env is None else base_env)
+    history = History(config.state_dir / "history.db")
+    service = RunService(
+        state_dir=config.state_dir,
+        runners=runners if runners is not None else default_runners(config, base_env),
+        history=history,
+        clock=clock,
+        base_env=base_env,
+    )
+    return App(config=config, clock=clock, history=history, service=service)

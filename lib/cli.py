@@ -1,0 +1,292 @@
+"""`python scheduler.py [--config jobs.yaml] COMMAND`: one function per subcommand, each returning an exit code.
+
+Exit codes (like dbt's): 0 success, 1 the job failed, 2 a usage or config error.
+rich is imported inside the commands that print tables, so the daemon starts lean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from lib import __version__
+from lib.errors import ConfigError, SchedulerError
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("dbt_scheduler")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scheduler.py", description="Run dbt jobs on a schedule (see README.md)."
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="path to jobs.yaml (default: $DBT_SCHEDULER_CONFIG or ./jobs.yaml)",
+    )
+    parser.add_argument("--version", action="version", version=f"dbt-scheduler {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    sub.add_parser("run", help="run the scheduler daemon in the foreground")
+    run_now = sub.add_parser("run-now", help="run one job now, by hand, and report")
+    run_now.add_argument("job")
+    run_now.add_argument("--target", help="dbt target to use instead of the job's")
+    run_now.add_argument("--select", help="dbt selection added as --select to each dbt command")
+    sub.add_parser("validate", help="check jobs.yaml and print each job's next 3 fire times")
+    sub.add_parser("next", help="list jobs by their next fire time")
+    sub.add_parser("status", help="jobs with schedule, next run, last outcome and duration")
+    history = sub.add_parser("history", help="past runs, newest first")
+    history.add_argument("job", nargs="?")
+    history.add_argument("--json", action="store_true", help="print a JSON list (report.json fields but nodes)")
+    history.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    logs = sub.add_parser("logs", help="print a run's log (the latest run by default)")
+    logs.add_argument("job")
+    logs.add_argument("--run", help="run id (see `history`)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+    handler = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        return EXIT_USAGE
+    except SchedulerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    from lib.app import default_config_path
+
+    return args.config if args.config is not None else default_config_path()
+
+
+def _app(args: argparse.Namespace) -> Any:
+    from lib.app import build_app
+
+    return build_app(_config_path(args))
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _local(moment: datetime | None, tz: Any = None) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z") if tz else moment.isoformat()
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _user() -> str:
+    # Under sudo, name the person, not root.
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Parse jobs.yaml and print each job's next 3 fire times; writes nothing."""
+    from lib.config import load_config
+
+    path = _config_path(args)
+    config = load_config(path)
+    from lib.app import build_app
+
+    now = build_app(config, runners={}).clock.now()
+    console = _console()
+    console.print(f"{path}: OK, {len(config.jobs)} job(s), state_dir {config.state_dir}")
+    for job in config.jobs.values():
+        flag = "" if job.enabled else " (disabled)"
+        console.print(
+            f"[bold]{job.name}[/bold]{flag}: {job.trigger.describe()} ({job.timezone.key}), runner {job.runner}"
+        )
+        moment = now
+        for _ in range(3):
+            moment = job.trigger.next_after(moment)
+            console.print(f"  {_local(moment, job.timezone)}")
+    return EXIT_OK
+
+
+def cmd_next(args: argparse.Namespace) -> int:
+    """Enabled jobs ordered by their next fire time."""
+    from lib.config import load_config
+    from lib.durations import format_duration
+
+    config = load_config(_config_path(args))
+    from lib.clock import SystemClock
+
+    now = SystemClock().now()
+    upcoming = sorted(
+        (job.trigger.next_after(now), job) for job in config.jobs.values() if job.enabled
+    )
+    console = _console()
+    if not upcoming:
+        console.print("no enabled jobs")
+    for moment, job in upcoming:
+        wait = format_duration((moment - now).total_seconds())
+        console.print(f"{_local(moment, job.timezone)}  (in {wait})  {job.name}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from lib.durations import format_duration
+
+    app = _app(args)
+    now = app.clock.now()
+    last = app.history.last_runs()
+    table = Table(title=f"dbt-scheduler: {len(app.config.jobs)} job(s)")
+    for column in ("job", "schedule", "next run", "last run", "outcome", "duration"):
+        table.add_column(column)
+    for job in app.config.jobs.values():
+        run = last.get(job.name)
+        next_run = _local(job.trigger.next_after(now), job.timezone) if job.enabled else "disabled"
+        started = _local(_parse_time(run["started_at"]), job.timezone) if run else "never"
+        outcome = run["outcome"] if run else "-"
+        duration = format_duration(run["duration_s"]) if run and run["duration_s"] is not None else "-"
+        table.add_row(job.name, job.trigger.describe(), next_run, started, outcome, duration)
+    _console().print(table)
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    app = _app(args)
+    if args.job is not None:
+        app.config.job(args.job)  # an unknown job is an error, not an empty list
+    runs = app.history.runs(args.job, limit=args.limit)
+    if args.json:
+        for run in runs:
+            run.pop("run_dir", None)
+        print(json.dumps(runs, indent=2))
+        return EXIT_OK
+    from rich.table import Table
+
+    from lib.durations import format_duration
+
+    table = Table(title=f"history{f' of {args.job}' if args.job else ''} (newest first)")
+    for column in ("run id", "job", "trigger", "started", "outcome", "duration", "reason"):
+        table.add_column(column, overflow="fold")
+    for run in runs:
+        duration = format_duration(run["duration_s"]) if run["duration_s"] is not None else "-"
+        trigger = run["trigger"] + (f" by {run['triggered_by']}" if run["triggered_by"] else "")
+        table.add_row(
+            run["run_id"], run["job"], trigger, run["started_at"], run["outcome"], duration, run["reason"] or ""
+        )
+    _console().print(table)
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    app = _app(args)
+    app.config.job(args.job)
+    if args.run:
+        run = app.history.get(args.run)
+        if run is None or run["job"] != args.job:
+            raise SchedulerError(f"no run {args.run!r} of job {args.job!r}: see `history {args.job}`")
+    else:
+        runs = [r for r in app.history.runs(args.job, limit=20) if r["log_path"]]
+        if not runs:
+            raise SchedulerError(f"job {args.job!r} has no run with a log yet: try `run-now {args.job}`")
+        run = runs[0]
+    log_path = Path(run["log_path"]) if run["log_path"] else None
+    if log_path is None or not log_path.is_file():
+        raise SchedulerError(f"run {run['run_id']} has no log file ({log_path or 'never started'})")
+    with open(log_path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            sys.stdout.write(line)
+    return EXIT_OK
+
+
+def cmd_run_now(args: argparse.Namespace) -> int:
+    """Run one job by hand with live progress, then print the summary; exit 0 only if it succeeded."""
+    from lib.models import TriggerKind
+    from lib.report.console import RunProgress, render_summary
+
+    app = _app(args)
+    job = app.config.job(args.job)
+    console = _console()
+    request = app.service.new_request(
+        job, TriggerKind.MANUAL, triggered_by=_user(), target=args.target, select=args.select
+    )
+    from lib.runners.base import CancelToken
+
+    cancel = CancelToken()
+    # Ctrl-C / SIGTERM stop the dbt process group cleanly and record the run as cancelled.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: cancel.cancel())
+    with RunProgress(console, job.name) as progress:
+        record = app.service.execute(request, on_line=progress.on_line, cancel=cancel)
+    render_summary(record, console)
+    return EXIT_OK if record.outcome.status.ok else EXIT_JOB_FAILED
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The daemon, in the foreground (systemd runs it like this)."""
+    from lib.config import load_config
+    from lib.daemon import Daemon
+
+    path = _config_path(args)
+    app = _app(args)
+    print_lock = threading.Lock()
+
+    def on_line(request: Any, line: str) -> None:
+        with print_lock:
+            sys.stdout.write(f"[{request.job.name}] {line}\n")
+            sys.stdout.flush()
+
+    def on_record(record: Any) -> None:
+        from lib.report.console import render_summary
+
+        with print_lock:
+            render_summary(record, _console())
+
+    app.service.listeners.append(on_record)
+    daemon = Daemon(app.config, app.service, app.clock, reload_config=lambda: load_config(path), on_line=on_line)
+    signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.request_stop())
+    signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
+    return daemon.run_forever()
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "run-now": cmd_run_now,
+    "validate": cmd_validate,
+    "next": cmd_next,
+    "status": cmd_status,
+    "history": cmd_history,
+    "logs": cmd_logs,
+}

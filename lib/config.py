@@ -1,0 +1,469 @@
+"""jobs.yaml → a validated `Config`.
+
+`load_config(path)` reads the file; `parse_config(data, …)` is pure and collects
+*every* problem with its location (`jobs.yaml:14 jobs.nightly.schedule: …`) before
+raising one `ConfigError`, so a user fixes the whole file in one pass.
+
+Merging rule for `defaults:`: a key the job does not write is taken from
+`defaults`; a key the job writes wins, even when it writes `false` or `0`; a job
+writing `null` falls back to the built-in default. `env` maps are merged key by
+key (the job's keys win) so shared variables live in one place.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from lib.durations import parse_duration
+from lib.errors import ConfigError, ConfigIssue
+from lib.models import GitSource, Job, Trigger
+from lib.triggers import parse_cron, parse_every
+
+RUNNERS = ("local", "docker", "ecs")
+AVAILABLE_RUNNERS = ("local",)  # docker and ecs are validated now, implemented in a later release
+OVERLAP_POLICIES = ("skip", "allow")
+CATCHUP_POLICIES = ("none", "latest")
+TOP_LEVEL_KEYS = ("defaults", "state_dir", "max_parallel", "shutdown_grace", "jobs")
+JOB_KEYS = (
+    "description",
+    "schedule",
+    "every",
+    "timezone",
+    "runner",
+    "project_dir",
+    "git",
+    "profiles_dir",
+    "target",
+    "commands",
+    "env_file",
+    "env",
+    "timeout",
+    "overlap",
+    "catchup",
+    "catchup_grace",
+    "enabled",
+)
+GIT_KEYS = ("url", "ref", "subdir")
+JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DEFAULT_STATE_DIR = "state"
+DEFAULT_MAX_PARALLEL = 4
+DEFAULT_SHUTDOWN_GRACE = 30.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated file."""
+
+    path: Path | None
+    state_dir: Path
+    jobs: dict[str, Job]
+    max_parallel: int = DEFAULT_MAX_PARALLEL
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE  # seconds a running job gets on SIGTERM
+    raw_jobs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def job(self, name: str) -> Job:
+        """The job called `name`; an unknown name raises with a did-you-mean."""
+        from lib.errors import UnknownJobError
+
+        if name in self.jobs:
+            return self.jobs[name]
+        hint = _did_you_mean(name, self.jobs)
+        known = ", ".join(sorted(self.jobs)) or "none"
+        where = self.path.name if self.path else "jobs.yaml"
+        raise UnknownJobError(f"{where}: no job named '{name}'{hint} (jobs defined: {known})")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate a jobs.yaml; raises ConfigError naming the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            [ConfigIssue("", "file not found: pass --config PATH or create it (see README)", file=str(path))]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue("", f"cannot read file: {exc}", file=str(path))]) from None
+    data, lines = _parse_yaml(text, str(path))
+    return parse_config(data, base_dir=path.resolve().parent, source=str(path), lines=lines)
+
+
+def _parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
+    """YAML data plus a map of dotted key path → 1-based line, for error messages."""
+    loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10× faster on 10k jobs
+    loader = loader_cls(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([ConfigIssue("", f"invalid YAML: {problem}", line=line, file=source)]) from None
+    finally:
+        loader.dispose()
+    lines: dict[str, int] = {}
+    if node is not None:
+        _index_lines(node, "", lines)
+    return data, lines
+
+
+def _index_lines(node: yaml.Node, prefix: str, out: dict[str, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+            out[path] = key_node.start_mark.line + 1
+            _index_lines(value_node, path, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            path = f"{prefix}[{i}]"
+            out[path] = item.start_mark.line + 1
+            _index_lines(item, path, out)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _Issues:
+    """Collects problems with their line numbers."""
+
+    def __init__(self, source: str | None, lines: Mapping[str, int]) -> None:
+        self.source = source
+        self.lines = lines
+        self.items: list[ConfigIssue] = []
+
+    def add(self, path: str, message: str) -> None:
+        line = self.lines.get(path)
+        probe = path
+        while line is None and "." in probe:  # fall back to the nearest enclosing key
+            probe = probe.rsplit(".", 1)[0]
+            line = self.lines.get(probe)
+        self.items.append(ConfigIssue(path, message, line=line, file=self.source))
+
+
+def parse_config(
+    data: Any,
+    base_dir: Path,
+    source: str | None = None,
+    lines: Mapping[str, int] | None = None,
+) -> Config:
+    """Validate plain data (as read from YAML) into a Config, or raise ConfigError with every issue."""
+    issues = _Issues(source, lines or {})
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        issues.add("", "the top level must be a mapping with a `jobs:` key")
+        raise ConfigError(issues.items)
+    _check_unknown(data, TOP_LEVEL_KEYS, "", issues)
+
+    state_dir = _resolve_path(data.get("state_dir") or DEFAULT_STATE_DIR, base_dir)
+    if "state_dir" in data and not isinstance(data["state_dir"], str):
+        issues.add("state_dir", "must be a path (string)")
+    max_parallel = data.get("max_parallel", DEFAULT_MAX_PARALLEL)
+    if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
+        issues.add("max_parallel", f"must be a whole number ≥ 1, got {max_parallel!r}")
+        max_parallel = DEFAULT_MAX_PARALLEL
+    shutdown_grace = _duration_or_issue(
+        data.get("shutdown_grace", DEFAULT_SHUTDOWN_GRACE), "shutdown_grace", issues, allow_zero=True
+    )
+
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        issues.add("defaults", "must be a mapping of job keys")
+        defaults = {}
+    _check_unknown(defaults, JOB_KEYS, "defaults", issues)
+
+    raw_jobs = data.get("jobs")
+    jobs: dict[str, Job] = {}
+    if raw_jobs is None:
+        issues.add("jobs", "missing: add a `jobs:` mapping of job name → settings (see README)")
+        raw_jobs = {}
+    elif not isinstance(raw_jobs, dict):
+        issues.add("jobs", "must be a mapping of job name → settings")
+        raw_jobs = {}
+    for name, raw in raw_jobs.items():
+        job = _parse_job(str(name), raw, defaults, base_dir, issues)
+        if job is not None:
+            jobs[job.name] = job
+
+    if issues.items:
+        raise ConfigError(issues.items)
+    return Config(
+        path=Path(source) if source else None,
+        state_dir=state_dir,
+        jobs=jobs,
+        max_parallel=max_parallel,
+        shutdown_grace=shutdown_grace if shutdown_grace is not None else DEFAULT_SHUTDOWN_GRACE,
+        raw_jobs=raw_jobs,
+    )
+
+
+def _parse_job(name: str, raw: Any, defaults: dict, base_dir: Path, issues: _Issues) -> Job | None:
+    where = f"jobs.{name}"
+    before = len(issues.items)
+    if not JOB_NAME.match(name):
+        issues.add(where, "job names use letters, digits, '_', '-' and '.', up to 64 characters")
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        issues.add(where, "must be a mapping of settings (schedule, project_dir, commands…)")
+        return None
+    _check_unknown(raw, JOB_KEYS, where, issues)
+    merged = _merge(defaults, raw)
+
+    def key_path(key: str) -> str:
+        # Point at the job's own line when it wrote the key, else at defaults.
+        return f"{where}.{key}" if key in raw or key not in defaults else f"defaults.{key}"
+
+    tz = _timezone(merged.get("timezone", "UTC"), key_path("timezone"), issues)
+    trigger = _trigger(merged, tz, where, key_path, issues)
+
+    runner = merged.get("runner", "local")
+    if runner not in RUNNERS:
+        issues.add(key_path("runner"), f"{runner!r} is not a runner: use one of {', '.join(RUNNERS)}")
+    elif runner not in AVAILABLE_RUNNERS:
+        issues.add(
+            key_path("runner"),
+            f"runner {runner!r} is not available in this release yet: use 'local'",
+        )
+
+    project_dir = _optional_path(merged, "project_dir", base_dir, key_path, issues)
+    git = _git(merged.get("git"), key_path("git"), issues)
+    if project_dir is None and git is None:
+        issues.add(where, "set `project_dir` (a local dbt project) or `git: {url: …}` to say what to run")
+    elif project_dir is not None and git is not None:
+        issues.add(where, "set either `project_dir` or `git`, not both")
+    elif project_dir is not None and not (project_dir / "dbt_project.yml").is_file():
+        issues.add(key_path("project_dir"), f"{project_dir} has no dbt_project.yml: point it at a dbt project")
+    profiles_dir = _optional_path(merged, "profiles_dir", base_dir, key_path, issues)
+    if profiles_dir is not None and git is None and not (profiles_dir / "profiles.yml").is_file():
+        issues.add(key_path("profiles_dir"), f"{profiles_dir} has no profiles.yml")
+
+    target = _optional_str(merged, "target", key_path, issues)
+    commands = _commands(merged.get("commands", ["dbt build"]), key_path("commands"), issues)
+    env_file = _optional_path(merged, "env_file", base_dir, key_path, issues)
+    if env_file is not None and not env_file.is_file():
+        issues.add(key_path("env_file"), f"{env_file} does not exist: create it or remove `env_file`")
+    env = _env(merged.get("env") or {}, key_path("env"), issues)
+
+    timeout = None
+    if merged.get("timeout") is not None:
+        timeout = _duration_or_issue(merged["timeout"], key_path("timeout"), issues)
+    overlap = _choice(merged.get("overlap", "skip"), OVERLAP_POLICIES, key_path("overlap"), issues)
+    catchup = _choice(merged.get("catchup", "none"), CATCHUP_POLICIES, key_path("catchup"), issues)
+    catchup_grace = _duration_or_issue(merged.get("catchup_grace", "1h"), key_path("catchup_grace"), issues)
+    enabled = merged.get("enabled", True)
+    if not isinstance(enabled, bool):
+        issues.add(key_path("enabled"), f"must be true or false, got {enabled!r}")
+    description = merged.get("description")
+
+    if len(issues.items) > before or trigger is None or tz is None:
+        return None
+    return Job(
+        name=name,
+        trigger=trigger,
+        timezone=tz,
+        runner=runner,
+        project_dir=project_dir,
+        git=git,
+        profiles_dir=profiles_dir,
+        target=target,
+        commands=commands,
+        env_file=env_file,
+        env=env,
+        timeout=timeout,
+        overlap=overlap,
+        catchup=catchup,
+        catchup_grace=catchup_grace or 3600.0,
+        enabled=enabled,
+        description=str(description) if description is not None else None,
+    )
+
+
+def _merge(defaults: dict, raw: dict) -> dict:
+    merged = {k: v for k, v in defaults.items()}
+    for key, value in raw.items():
+        if value is None:
+            merged.pop(key, None)  # explicit null: back to the built-in default
+        elif key == "env" and isinstance(value, dict) and isinstance(defaults.get("env"), dict):
+            merged["env"] = {**defaults["env"], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _check_unknown(mapping: dict, known: tuple[str, ...], where: str, issues: _Issues) -> None:
+    for key in mapping:
+        if key not in known:
+            path = f"{where}.{key}" if where else str(key)
+            hint = _did_you_mean(str(key), known) or f" (known keys: {', '.join(known)})"
+            issues.add(path, f"unknown key{hint}")
+
+
+def _did_you_mean(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f": did you mean '{close[0]}'?" if close else ""
+
+
+def _timezone(value: Any, path: str, issues: _Issues) -> ZoneInfo | None:
+    if not isinstance(value, str) or not value:
+        issues.add(path, f"must be an IANA time zone name such as 'Europe/Paris', got {value!r}")
+        return None
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        issues.add(path, f"unknown time zone {value!r}: use an IANA name such as 'UTC' or 'America/New_York'")
+        return None
+
+
+def _trigger(
+    merged: dict, tz: ZoneInfo | None, where: str, key_path: Callable[[str], str], issues: _Issues
+) -> Trigger | None:
+    schedule, every = merged.get("schedule"), merged.get("every")
+    if schedule is None and every is None:
+        issues.add(where, "set `schedule` (cron, e.g. '0 6 * * *') or `every` (e.g. '15 minutes')")
+        return None
+    if schedule is not None and every is not None:
+        issues.add(where, "set either `schedule` or `every`, not both")
+        return None
+    if tz is None:
+        return None
+    key = "schedule" if schedule is not None else "every"
+    value = schedule if schedule is not None else every
+    if not isinstance(value, str | int):
+        issues.add(key_path(key), f"must be a string, got {value!r}")
+        return None
+    try:
+        return parse_cron(str(value), tz) if key == "schedule" else parse_every(str(value), tz)
+    except ValueError as exc:
+        issues.add(key_path(key), str(exc))
+        return None
+
+
+def _resolve_path(value: str, base_dir: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base_dir / path).resolve()
+
+
+def _optional_path(
+    merged: dict, key: str, base_dir: Path, key_path: Callable[[str], str], issues: _Issues
+) -> Path | None:
+    value = merged.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        issues.add(key_path(key), f"must be a path (string), got {value!r}")
+        return None
+    return _resolve_path(value, base_dir)
+
+
+def _optional_str(merged: dict, key: str, key_path: Callable[[str], str], issues: _Issues) -> str | None:
+    value = merged.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        issues.add(key_path(key), f"must be a non-empty string, got {value!r}")
+        return None
+    return value
+
+
+def _git(value: Any, path: str, issues: _Issues) -> GitSource | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = {"url": value}
+    if not isinstance(value, dict):
+        issues.add(path, "must be a mapping: {url: …, ref: main, subdir: …}")
+        return None
+    _check_unknown(value, GIT_KEYS, path, issues)
+    url = value.get("url")
+    if not isinstance(url, str) or not url:
+        issues.add(f"{path}.url", "missing: the repository URL (https://…, git@…, or file:///…)")
+        return None
+    if re.match(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]*@", url):
+        issues.add(f"{path}.url", "contains a password or token: pass it as env DBT_ENV_SECRET_GIT_TOKEN")
+        return None
+    ref, subdir = value.get("ref"), value.get("subdir")
+    for key, item in (("ref", ref), ("subdir", subdir)):
+        if item is not None and (not isinstance(item, str | int) or isinstance(item, bool)):
+            issues.add(f"{path}.{key}", f"must be a string, got {item!r}")
+    return GitSource(
+        url=url,
+        ref=str(ref) if ref is not None else None,
+        subdir=str(subdir) if subdir is not None else None,
+    )
+
+
+def _commands(value: Any, path: str, issues: _Issues) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        issues.add(path, "must be a non-empty list of dbt commands, e.g. ['dbt build']")
+        return ()
+    commands: list[str] = []
+    for i, command in enumerate(value):
+        if not isinstance(command, str):
+            issues.add(f"{path}[{i}]", f"must be a string, got {command!r}")
+            continue
+        try:
+            words = shlex.split(command)
+        except ValueError as exc:
+            issues.add(f"{path}[{i}]", f"cannot be parsed ({exc}): check the quotes")
+            continue
+        if not words or words[0] != "dbt" or len(words) < 2:
+            issues.add(f"{path}[{i}]", f"{command!r} is not a dbt command: write e.g. 'dbt build'")
+            continue
+        if "\n" in command:
+            issues.add(f"{path}[{i}]", "must fit on one line")
+            continue
+        commands.append(command.strip())
+    return tuple(commands)
+
+
+def _env(value: Any, path: str, issues: _Issues) -> dict[str, str]:
+    if not isinstance(value, dict):
+        issues.add(path, "must be a mapping of NAME: value")
+        return {}
+    env: dict[str, str] = {}
+    for name, item in value.items():
+        if not isinstance(name, str) or not ENV_NAME.match(name):
+            issues.add(f"{path}.{name}", "is not a valid environment variable name")
+            continue
+        if isinstance(item, dict | list) or item is None:
+            issues.add(f"{path}.{name}", f"must be a string or number, got {item!r}")
+            continue
+        env[name] = ("true" if item else "false") if isinstance(item, bool) else str(item)
+    return env
+
+
+def _choice(value: Any, options: tuple[str, ...], path: str, issues: _Issues) -> str:
+    if value not in options:
+        issues.add(path, f"{value!r} is not allowed: use one of {', '.join(options)}")
+        return options[0]
+    return str(value)
+
+
+def _duration_or_issue(value: Any, path: str, issues: _Issues, allow_zero: bool = False) -> float | None:
+    if allow_zero and value in (0, "0"):
+        return 0.0
+    if isinstance(value, bool):
+        issues.add(path, f"must be a duration such as 90s, 15m or 2h, got {value!r}")
+        return None
+    try:
+        return parse_duration(value)
+    except (ValueError, TypeError) as exc:
+        issues.add(path, str(exc))
+        return None

@@ -1,0 +1,286 @@
+"""The long-running scheduler: sleep until the earliest fire time, dispatch, repeat.
+
+There is no polling loop: the daemon computes every job's next fire time and
+waits on an event until the earliest one, so an idle daemon uses no CPU. A
+signal (SIGTERM, SIGHUP) sets the event and wakes it at once.
+
+- Due runs go to a thread pool of `max_parallel` workers; more due at once wait.
+- A run that fails or crashes is recorded and the loop goes on.
+- SIGTERM: no new runs; running ones get `shutdown_grace` to finish, then are
+  cancelled (their process groups stopped) and recorded as cancelled.
+- SIGHUP: jobs.yaml is read again; if it is invalid the errors are logged and the
+  daemon keeps its last good config.
+- One daemon per state_dir: a second one exits with an error naming the first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+from lib.clock import Clock
+from lib.config import Config
+from lib.errors import ConfigError, LockedError
+from lib.execution import RunService
+from lib.history import History
+from lib.locks import daemon_lock
+from lib.models import Job, RunRecord, RunRequest, TriggerKind
+from lib.policies import Decision, decide_due, initial_next_fire, overlap_blocks
+from lib.runners.base import CancelToken
+
+log = logging.getLogger("dbt_scheduler")
+
+ExecutorFactory = Callable[[int], Executor]
+
+
+def _thread_pool(workers: int) -> Executor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="run")
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        service: RunService,
+        clock: Clock,
+        reload_config: Callable[[], Config] | None = None,
+        executor_factory: ExecutorFactory = _thread_pool,
+        on_line: Callable[[RunRequest, str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.service = service
+        self.clock = clock
+        self.reload_config = reload_config
+        self.executor_factory = executor_factory
+        self.on_line = on_line
+        self.next_fire: dict[str, datetime] = {}
+        self._wake = threading.Event()
+        self._stop_requested = False
+        self._force_stop = False
+        self._reload_requested = False
+        self._lock = threading.RLock()  # re-entrant: signal handlers run on the main thread
+        self._active: dict[str, dict[str, CancelToken]] = {}  # job → run_id → token
+        self._idle = threading.Event()
+        self._idle.set()
+        self._lockfile = daemon_lock(config.state_dir)
+        self._executor: Executor | None = None
+
+    @property
+    def history(self) -> History:
+        return self.service.history
+
+    # ------------------------------------------------------------------ control (signal-safe)
+
+    def request_stop(self) -> None:
+        """Stop gracefully; a second request cancels running jobs at once."""
+        if self._stop_requested:
+            self._force_stop = True
+            self._cancel_all()
+        self._stop_requested = True
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._wake.set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Take the state_dir lock, tidy history, and compute every job's first fire time."""
+        holder = f"pid={os.getpid()} started={self.clock.now().isoformat()}"
+        if not self._lockfile.try_acquire(holder):
+            raise LockedError(
+                f"another dbt-scheduler daemon already runs on state_dir {self.config.state_dir} "
+                f"({self._lockfile.holder() or 'unknown pid'}): stop it first, or give this one "
+                "another state_dir"
+            )
+        now = self.clock.now()
+        abandoned = self.history.close_abandoned(now, "the scheduler stopped before this run finished")
+        if abandoned:
+            log.warning("marked %d run(s) left running by a previous daemon as cancelled", abandoned)
+        self._executor = self.executor_factory(self.config.max_parallel)
+        self._plan(self.config.jobs.values(), now)
+        log.info(
+            "dbt-scheduler started: %d job(s), state_dir %s, max_parallel %d",
+            len(self.config.jobs),
+            self.config.state_dir,
+            self.config.max_parallel,
+        )
+
+    def _plan(self, jobs: Iterable[Job], now: datetime, keep: dict[str, datetime] | None = None) -> None:
+        for job in jobs:
+            if not job.enabled:
+                self.next_fire.pop(job.name, None)
+                continue
+            if keep and job.name in keep:
+                self.next_fire[job.name] = keep[job.name]
+                continue
+            last = self.history.last_scheduled_for(job.name) if job.catchup == "latest" else None
+            self.next_fire[job.name] = initial_next_fire(job, now, last)
+
+    def run_forever(self, until: datetime | None = None) -> int:
+        """Loop until stopped (or until `until`, for simulations); returns an exit code."""
+        if self._executor is None:
+            self.start()
+        try:
+            while not self._stop_requested:
+                if self._reload_requested:
+                    self._reload_requested = False
+                    self.reload()
+                now = self.clock.now()
+                self.dispatch(self.tick(now))
+                if until is not None and now >= until:
+                    break
+                wake_at = min(self.next_fire.values(), default=None)
+                if until is not None and (wake_at is None or wake_at > until):
+                    wake_at = until
+                self._wake.clear()
+                if self._stop_requested or self._reload_requested:
+                    continue
+                seconds = (wake_at - self.clock.now()).total_seconds() if wake_at else threading.TIMEOUT_MAX
+                if seconds > 0:
+                    self.clock.wait(seconds, self._wake)
+        finally:
+            self.shutdown()
+        return 0
+
+    def tick(self, now: datetime) -> list[Decision]:
+        """Decide about every job whose fire time has come; advance their schedules. Pure but for state."""
+        decisions = []
+        for name, fire in list(self.next_fire.items()):
+            if fire > now:
+                continue
+            job = self.config.jobs[name]
+            decision, self.next_fire[name] = decide_due(job, fire, now)
+            decisions.append(decision)
+        return decisions
+
+    def dispatch(self, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            job = decision.job
+            if decision.trigger is None:
+                request = self.service.new_request(job, TriggerKind.SCHEDULE, decision.scheduled_for)
+                log.warning("%s: %s", job.name, decision.reason)
+                self.service.skip(request, decision.reason)
+                continue
+            request = self.service.new_request(job, decision.trigger, decision.scheduled_for)
+            if decision.coalesced:
+                log.info("%s: %d earlier fire time(s) coalesced into this run", job.name, decision.coalesced)
+            with self._lock:
+                active = len(self._active.get(job.name, {}))
+                if overlap_blocks(job, active):
+                    blocked = True
+                else:
+                    blocked = False
+                    token = CancelToken()
+                    self._active.setdefault(job.name, {})[request.run_id] = token
+                    self._idle.clear()
+            if blocked:
+                reason = "previous run still running; overlap: skip"
+                log.warning("%s: skipped the run due %s: %s", job.name, decision.scheduled_for, reason)
+                self.service.skip(request, reason)
+                continue
+            log.info("%s: starting run %s (%s)", job.name, request.run_id, decision.trigger.value)
+            assert self._executor is not None
+            self._executor.submit(self._run, request, token)
+
+    def _run(self, request: RunRequest, token: CancelToken) -> RunRecord | None:
+        try:
+            on_line = (lambda line: self.on_line(request, line)) if self.on_line else (lambda line: None)
+            record = self.service.execute(request, on_line=on_line, cancel=token)
+            log.info(
+                "%s: run %s %s in %.1fs%s",
+                request.job.name,
+                request.run_id,
+                record.outcome.status.value,
+                record.duration_s,
+                f": {record.outcome.reason}" if record.outcome.reason else "",
+            )
+            return record
+        except Exception:  # execute() already turns runner crashes into outcomes; this is the last net
+            log.exception("%s: run %s crashed the scheduler's run path", request.job.name, request.run_id)
+            return None
+        finally:
+            with self._lock:
+                runs = self._active.get(request.job.name, {})
+                runs.pop(request.run_id, None)
+                if not runs:
+                    self._active.pop(request.job.name, None)
+                if not self._active:
+                    self._idle.set()
+
+    def reload(self) -> bool:
+        """Re-read jobs.yaml; on any error keep the last good config. True when the new one is in force."""
+        if self.reload_config is None:
+            return False
+        try:
+            new = self.reload_config()
+        except ConfigError as exc:
+            for issue in exc.issues:
+                log.error("reload: %s", issue)
+            log.error("reload failed: keeping the last good config (%d jobs)", len(self.config.jobs))
+            return False
+        except Exception as exc:
+            log.error("reload failed (%s): keeping the last good config", exc)
+            return False
+        if new.state_dir != self.config.state_dir:
+            log.warning("reload: state_dir changes take effect only after a restart")
+            new = _with_state_dir(new, self.config.state_dir)
+        if new.max_parallel != self.config.max_parallel:
+            log.warning("reload: max_parallel changes take effect only after a restart")
+        keep = {
+            name: fire
+            for name, fire in self.next_fire.items()
+            if name in new.jobs and _same_schedule(self.config.jobs[name], new.jobs[name])
+        }
+        self.config = new
+        self.next_fire = {}
+        self._plan(new.jobs.values(), self.clock.now(), keep)
+        log.info("reloaded %s: %d job(s)", new.path, len(new.jobs))
+        return True
+
+    def shutdown(self) -> None:
+        """Let running jobs finish for up to shutdown_grace, then cancel them; release the lock."""
+        if self._executor is None:
+            return
+        with self._lock:
+            running = sum(len(runs) for runs in self._active.values())
+        if running:
+            log.info(
+                "stopping: waiting up to %.0fs for %d running job(s)", self.config.shutdown_grace, running
+            )
+            if not self._force_stop:
+                self.clock.wait(self.config.shutdown_grace, self._idle)
+            self._cancel_all()
+        self._executor.shutdown(wait=True)
+        self._executor = None
+        self._lockfile.release()
+        log.info("dbt-scheduler stopped")
+
+    def _cancel_all(self) -> None:
+        with self._lock:
+            tokens = [token for runs in self._active.values() for token in runs.values()]
+        for token in tokens:
+            token.cancel()
+
+    def active_runs(self) -> dict[str, int]:
+        with self._lock:
+            return {job: len(runs) for job, runs in self._active.items()}
+
+
+def _same_schedule(old: Job, new: Job) -> bool:
+    return (
+        old.trigger.describe() == new.trigger.describe()
+        and old.timezone == new.timezone
+        and old.enabled == new.enabled
+    )
+
+
+def _with_state_dir(config: Config, state_dir: Path) -> Config:
+    return replace(config, state_dir=state_dir)

@@ -1,0 +1,50 @@
+"""The scheduler's small exception hierarchy.
+
+Only problems a person must fix raise: a bad jobs.yaml, an unknown job, a lock
+held by another process. A dbt run that fails is not an exception: it is a
+`RunOutcome` with status `failed` (see models.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class SchedulerError(Exception):
+    """Base class: every error the CLI turns into a one-line message and exit 2."""
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in jobs.yaml, located so the user can jump to it."""
+
+    path: str  # dotted key path, e.g. "jobs.nightly.schedule"
+    message: str
+    line: int | None = None  # 1-based line in the file, when known
+    file: str | None = None
+
+    def __str__(self) -> str:
+        where = self.file or "jobs.yaml"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        return f"{where} {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(SchedulerError):
+    """jobs.yaml is invalid; carries every issue found, not just the first."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = list(issues)
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+class UnknownJobError(SchedulerError):
+    """A command named a job that jobs.yaml does not define."""
+
+
+class LockedError(SchedulerError):
+    """Another process holds a lock (the daemon on a state_dir, or a job's run lock)."""
+
+
+class RunnerError(SchedulerError):
+    """A runner could not be built or used (bad runner settings, missing engine)."""

@@ -1,0 +1,183 @@
+"""One run of one job, from request to recorded outcome — shared by `run-now` and the daemon.
+
+The steps wrap the runner like middlewares: take the job's lock (no overlap),
+record the start, run safely (a crash becomes an `error` outcome, never an
+exception that could kill the daemon), write report.json/report.md, record the
+end, then tell the listeners (console, later: notifiers).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lib.clock import Clock
+from lib.history import History
+from lib.locks import job_lock
+from lib.models import Job, RunOutcome, RunRecord, RunRequest, RunStatus, TriggerKind
+from lib.report.files import write_reports
+from lib.run_env import EnvFileError, read_env_file
+from lib.runners.base import CancelToken, RunContext, Runner
+from lib.secrets import SecretMasker
+
+log = logging.getLogger("dbt_scheduler")
+
+Listener = Callable[[RunRecord], None]
+
+
+def new_run_id(now: datetime) -> str:
+    """Sortable and unique: UTC time plus a short random suffix, e.g. 20261127T060000Z-3f9a1c."""
+    utc = now.astimezone(timezone.utc)
+    return f"{utc:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class RunService:
+    """Executes run requests against the configured runners and records everything."""
+
+    state_dir: Path
+    runners: Mapping[str, Runner]
+    history: History
+    clock: Clock
+    listeners: list[Listener] = field(default_factory=list)
+    base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def new_request(
+        self,
+        job: Job,
+        trigger: TriggerKind,
+        scheduled_for: datetime | None = None,
+        triggered_by: str | None = None,
+        target: str | None = None,
+        select: str | None = None,
+    ) -> RunRequest:
+        return RunRequest(
+            job=job,
+            run_id=new_run_id(self.clock.now()),
+            trigger=trigger,
+            scheduled_for=scheduled_for,
+            triggered_by=triggered_by,
+            target=target,
+            select=select,
+        )
+
+    def run_dir(self, request: RunRequest) -> Path:
+        return self.state_dir / "runs" / request.job.name / request.run_id
+
+    def masker_for(self, job: Job) -> SecretMasker:
+        """Masks DBT_ENV_SECRET_* values from every source the run's environment is built from."""
+        try:
+            from_file = read_env_file(job)
+        except EnvFileError:
+            from_file = {}
+        return SecretMasker.from_env(self.base_env, from_file, job.env)
+
+    def skip(self, request: RunRequest, reason: str) -> RunRecord:
+        """Record a run that was decided against (overlap, missed fire time)."""
+        now = self.clock.now()
+        record = RunRecord(
+            job=request.job.name,
+            run_id=request.run_id,
+            trigger=request.trigger,
+            outcome=RunOutcome(RunStatus.SKIPPED, reason=reason),
+            started_at=now,
+            finished_at=now,
+            scheduled_for=request.scheduled_for,
+            triggered_by=request.triggered_by,
+        )
+        self._record_end(record)
+        return record
+
+    def execute(
+        self,
+        request: RunRequest,
+        on_line: Callable[[str], None] = lambda line: None,
+        cancel: CancelToken | None = None,
+    ) -> RunRecord:
+        """Run once under the job's lock; a run already in progress means this one is skipped."""
+        job = request.job
+        lock = job_lock(self.state_dir, job.name) if job.overlap == "skip" else None
+        holder = f"pid={os.getpid()} run_id={request.run_id} since={self.clock.now().isoformat()}"
+        if lock is not None and not lock.try_acquire(holder):
+            who = lock.holder() or "another process"
+            return self.skip(request, f"previous run still running ({who}); overlap: skip")
+        try:
+            cancel = cancel or CancelToken()
+            if cancel.cancelled:
+                return self.skip(request, "the scheduler was stopping before the run started")
+            return self._execute_locked(request, on_line, cancel)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _execute_locked(
+        self, request: RunRequest, on_line: Callable[[str], None], cancel: CancelToken
+    ) -> RunRecord:
+        job = request.job
+        run_dir = self.run_dir(request)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        masker = self.masker_for(job)
+        started_at = self.clock.now()
+        self.history.start(request, started_at, run_dir)
+        ctx = RunContext(
+            request=request,
+            run_dir=run_dir,
+            clock=self.clock,
+            masker=masker,
+            on_line=on_line,
+            cancel=cancel,
+            cache_dir=self.state_dir / "cache" / job.name,
+            on_external_id=lambda ext, url: self.history.set_external_id(request.run_id, ext, url),
+        )
+        outcome = self._safe_run(job, ctx)
+        record = RunRecord(
+            job=job.name,
+            run_id=request.run_id,
+            trigger=request.trigger,
+            outcome=outcome,
+            started_at=started_at,
+            finished_at=self.clock.now(),
+            scheduled_for=request.scheduled_for,
+            triggered_by=request.triggered_by,
+            run_dir=run_dir,
+        )
+        try:
+            write_reports(record, run_dir, masker)
+        except OSError as exc:  # a full disk must not lose the history row
+            log.error("%s: could not write the report in %s: %s", job.name, run_dir, exc)
+        self._record_end(record)
+        return record
+
+    def _safe_run(self, job: Job, ctx: RunContext) -> RunOutcome:
+        runner = self.runners.get(job.runner)
+        if runner is None:
+            return RunOutcome(RunStatus.FAILED_TO_START, reason=f"no runner {job.runner!r} is configured")
+        try:
+            return runner.run(ctx)
+        except Exception as exc:  # dbt-core's safe_run: a crash is a result, not the end of the daemon
+            detail = ctx.masker("".join(traceback.format_exception(exc)))
+            log.error("%s: the %s runner crashed:\n%s", job.name, job.runner, detail)
+            reason = ctx.masker(f"internal error in the {job.runner} runner: {type(exc).__name__}: {exc}")
+            return RunOutcome(RunStatus.ERROR, reason=reason)
+
+    def _record_end(self, record: RunRecord) -> None:
+        try:
+            self.history.finish(record)
+        except Exception as exc:  # history is important, but the daemon must go on
+            log.error("%s: could not record run %s in history: %s", record.job, record.run_id, exc)
+        for listener in self.listeners:
+            try:
+                listener(record)
+            except Exception as exc:
+                log.error("%s: a run listener failed: %s", record.job, exc)
+
+
+def with_listener(service: RunService, listener: Listener) -> RunService:
+    """A copy of the service that also tells `listener` about every finished run."""
+    return replace(service, listeners=[*service.listeners, listener])

@@ -1,0 +1,262 @@
+"""Run history in SQLite at `<state_dir>/history.db`.
+
+Every run is recorded, skipped ones included, with what triggered it. A run is
+inserted as `running` when it starts (so `status` shows it and a later runner
+can re-attach to work still in flight) and updated when it ends.
+
+The schema is versioned with `PRAGMA user_version`; `MIGRATIONS[i]` takes a
+database from version i to i+1, so an old history.db is upgraded in place.
+Each call opens its own connection: the daemon's worker threads and a `run-now`
+in another process write concurrently, which WAL mode and a busy timeout allow.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from lib.models import RunRecord, RunRequest, TriggerKind, count_statuses
+
+RUNNING = "running"
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE runs (
+        run_id        TEXT PRIMARY KEY,
+        job           TEXT NOT NULL,
+        trigger       TEXT NOT NULL,
+        triggered_by  TEXT,
+        scheduled_for TEXT,
+        started_at    TEXT NOT NULL,
+        finished_at   TEXT,
+        duration_s    REAL,
+        outcome       TEXT NOT NULL,
+        exit_code     INTEGER,
+        reason        TEXT,
+        git_sha       TEXT,
+        counts        TEXT,
+        log_path      TEXT,
+        log_url       TEXT,
+        external_id   TEXT,
+        run_dir       TEXT
+    );
+    CREATE INDEX runs_by_job ON runs (job, started_at);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# The columns `history --json` prints, named like report.json's keys.
+COLUMNS = (
+    "job",
+    "run_id",
+    "trigger",
+    "triggered_by",
+    "scheduled_for",
+    "outcome",
+    "exit_code",
+    "reason",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "git_sha",
+    "counts",
+    "log_path",
+    "log_url",
+    "external_id",
+)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    # Stored in UTC so that text order is time order.
+    return moment.astimezone(timezone.utc).isoformat() if moment is not None else None
+
+
+def _str(value: object) -> str | None:
+    return str(value) if value is not None else None
+
+
+class History:
+    """The run history store. Cheap to construct; the file is created on first use."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._ready = False
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        if not self._ready:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=30)
+        conn.row_factory = sqlite3.Row
+        try:
+            if not self._ready:
+                self._migrate(conn)
+                self._ready = True
+            with conn:
+                yield conn
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA journal_mode=WAL")
+        # BEGIN IMMEDIATE takes the write lock before reading the version, so two
+        # processes opening a new history.db at once cannot both create the tables.
+        conn.isolation_level = None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"history.db schema version {version} is newer than this dbt-scheduler "
+                    f"understands ({SCHEMA_VERSION}): upgrade dbt-scheduler"
+                )
+            for step in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[step].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {step + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.isolation_level = ""
+
+    def schema_version(self) -> int:
+        with self._connect() as conn:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    # ------------------------------------------------------------------ writing
+
+    def start(self, request: RunRequest, started_at: datetime, run_dir: Path | None) -> None:
+        """Record a run as `running` the moment it starts."""
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO runs (run_id, job, trigger, triggered_by, scheduled_for, started_at,"
+                " outcome, run_dir) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    request.run_id,
+                    request.job.name,
+                    request.trigger.value,
+                    request.triggered_by,
+                    _iso(request.scheduled_for),
+                    _iso(started_at),
+                    RUNNING,
+                    _str(run_dir),
+                ),
+            )
+
+    def set_external_id(self, run_id: str, external_id: str, log_url: str | None = None) -> None:
+        """Remember e.g. an ECS task ARN as soon as it exists, before the run ends."""
+        with self._connect() as conn:
+            conn.execute(
+                "UPDATE runs SET external_id = ?, log_url = COALESCE(?, log_url) WHERE run_id = ?",
+                (external_id, log_url, run_id),
+            )
+
+    def finish(self, record: RunRecord) -> None:
+        """Store a finished or skipped run (inserting it if `start` was never called)."""
+        outcome = record.outcome
+        row = (
+            record.job,
+            record.trigger.value,
+            record.triggered_by,
+            _iso(record.scheduled_for),
+            _iso(record.started_at),
+            _iso(record.finished_at),
+            record.duration_s,
+            outcome.status.value,
+            outcome.exit_code,
+            outcome.reason,
+            outcome.git_sha,
+            json.dumps(count_statuses(outcome.nodes)) if outcome.nodes else None,
+            _str(outcome.log_path),
+            outcome.log_url,
+            outcome.external_id,
+            _str(record.run_dir),
+            record.run_id,
+        )
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO runs (job, trigger, triggered_by, scheduled_for, started_at, finished_at,"
+                " duration_s, outcome, exit_code, reason, git_sha, counts, log_path, log_url,"
+                " external_id, run_dir, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (run_id) DO UPDATE SET finished_at = excluded.finished_at,"
+                " duration_s = excluded.duration_s, outcome = excluded.outcome,"
+                " exit_code = excluded.exit_code, reason = excluded.reason, git_sha = excluded.git_sha,"
+                " counts = excluded.counts, log_path = excluded.log_path,"
+                " log_url = COALESCE(excluded.log_url, runs.log_url),"
+                " external_id = COALESCE(excluded.external_id, runs.external_id)",
+                row,
+            )
+
+    def close_abandoned(self, finished_at: datetime, reason: str) -> int:
+        """Mark runs left `running` by a daemon that died as cancelled; returns how many.
+
+        Runs with an external id (a remote task that may still be going) are left
+        for their runner to re-attach to.
+        """
+        with self._connect() as conn:
+            cursor = conn.execute(
+                "UPDATE runs SET outcome = 'cancelled', reason = ?, finished_at = ?"
+                " WHERE outcome = ? AND external_id IS NULL",
+                (reason, _iso(finished_at), RUNNING),
+            )
+            return cursor.rowcount
+
+    # ------------------------------------------------------------------ reading
+
+    def runs(self, job: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
+        """Most recent first, as dicts keyed like report.json (without nodes)."""
+        sql = "SELECT * FROM runs"
+        params: list[Any] = []
+        if job is not None:
+            sql += " WHERE job = ?"
+            params.append(job)
+        sql += " ORDER BY started_at DESC, rowid DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._connect() as conn:
+            return [_row_to_dict(row) for row in conn.execute(sql, params)]
+
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return _row_to_dict(row) if row is not None else None
+
+    def last_runs(self) -> dict[str, dict[str, Any]]:
+        """The latest run of each job (one query, for `status`)."""
+        sql = (
+            "SELECT * FROM runs r WHERE rowid = (SELECT rowid FROM runs WHERE job = r.job"
+            " ORDER BY started_at DESC, rowid DESC LIMIT 1)"
+        )
+        with self._connect() as conn:
+            return {row["job"]: _row_to_dict(row) for row in conn.execute(sql)}
+
+    def last_scheduled_for(self, job: str) -> datetime | None:
+        """The latest fire time that was dispatched (run or skipped), for catch-up after a restart."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT MAX(scheduled_for) FROM runs WHERE job = ? AND trigger IN (?, ?)",
+                (job, TriggerKind.SCHEDULE.value, TriggerKind.CATCHUP.value),
+            ).fetchone()
+        return datetime.fromisoformat(row[0]) if row and row[0] else None
+
+    def running(self) -> list[dict[str, Any]]:
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM runs WHERE outcome = ?", (RUNNING,)).fetchall()
+        return [_row_to_dict(row) for row in rows]
+
+
+def _row_to_dict(row: sqlite3.Row) -> dict[str, Any]:
+    data = {column: row[column] for column in COLUMNS}
+    data["counts"] = json.loads(row["counts"]) if row["counts"] else None
+    data["run_dir"] = row["run_dir"]
+    return data

@@ -1,0 +1,67 @@
+"""Advisory file locks: one daemon per state_dir, one run per job at a time.
+
+`flock` locks belong to an open file description, so two threads of one daemon
+that each open the lock file conflict exactly like two processes do: the daemon's
+worker threads and a `run-now` in another shell share one mechanism. The kernel
+drops the lock when its holder dies, so a crashed daemon never leaves a stale lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+
+class FileLock:
+    """A non-blocking exclusive lock on `path`; the file records who holds it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def try_acquire(self, holder: str) -> bool:
+        """Take the lock and write `holder` into the file; False when someone else has it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, holder.encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def holder(self) -> str:
+        """What the current holder wrote (pid, run id…), or '' when unknown."""
+        try:
+            return self.path.read_text().strip()
+        except OSError:
+            return ""
+
+    def __enter__(self) -> FileLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def daemon_lock(state_dir: Path) -> FileLock:
+    return FileLock(state_dir / "daemon.lock")
+
+
+def job_lock(state_dir: Path, job: str) -> FileLock:
+    return FileLock(state_dir / "locks" / f"{job}.lock")

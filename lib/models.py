@@ -1,0 +1,153 @@
+"""The plain values a run flows through: Job → RunRequest → RunOutcome → RunRecord.
+
+All frozen dataclasses, so a job definition or a finished run can be shared
+between threads and compared in tests without surprises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Mapping, Protocol
+from zoneinfo import ZoneInfo
+
+
+class RunStatus(str, Enum):
+    """How a run ended. A failed dbt run is a value, never an exception."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # dbt (or a command) exited non-zero
+    FAILED_TO_START = "failed_to_start"  # the run never got to dbt: bad env, no bash, clone failed…
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"  # the daemon was stopped while the run was going
+    SKIPPED = "skipped"  # not run at all: overlap, missed fire time
+    ERROR = "error"  # the scheduler itself crashed during the run (a bug: please report)
+
+    @property
+    def ok(self) -> bool:
+        return self is RunStatus.SUCCEEDED
+
+
+class TriggerKind(str, Enum):
+    """What started a run; stored in history so a reader knows why it happened."""
+
+    SCHEDULE = "schedule"
+    CATCHUP = "catch-up"
+    MANUAL = "manual"
+
+
+class Trigger(Protocol):
+    """A job's cadence: the one seam between schedules and the daemon."""
+
+    def next_after(self, moment: datetime) -> datetime:
+        """The first fire time strictly after `moment` (tz-aware in, tz-aware out)."""
+        ...
+
+    def describe(self) -> str:
+        """The schedule as the user wrote it, for status tables."""
+        ...
+
+
+@dataclass(frozen=True)
+class GitSource:
+    url: str
+    ref: str | None = None  # branch, tag or commit SHA; None = the remote's default branch
+    subdir: str | None = None  # the dbt project's folder inside the repository
+
+
+@dataclass(frozen=True)
+class Job:
+    """One entry of jobs.yaml after defaults are merged and every value is checked."""
+
+    name: str
+    trigger: Trigger
+    timezone: ZoneInfo
+    runner: str = "local"
+    project_dir: Path | None = None
+    git: GitSource | None = None
+    profiles_dir: Path | None = None
+    target: str | None = None
+    commands: tuple[str, ...] = ("dbt build",)
+    env_file: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeout: float | None = None  # seconds
+    overlap: str = "skip"  # "skip" | "allow"
+    catchup: str = "none"  # "none" | "latest"
+    catchup_grace: float = 3600.0  # seconds: how late a missed fire time may still be run
+    enabled: bool = True
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    """One dbt node's result, as read from run_results.json."""
+
+    unique_id: str
+    status: str  # success, pass, fail, error, warn, skipped (dbt's own words)
+    message: str | None = None
+    failures: int | None = None
+    execution_time: float = 0.0
+    resource_type: str = ""  # model, test, seed, snapshot…
+    # For a skipped node: the failed/errored nodes upstream that caused the skip.
+    skipped_because: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.unique_id.split(".")[-1] if self.unique_id else ""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A decision to run a job once, with who or what asked for it."""
+
+    job: Job
+    run_id: str
+    trigger: TriggerKind
+    scheduled_for: datetime | None = None  # None for manual runs
+    triggered_by: str | None = None  # the user name for manual runs
+    target: str | None = None  # overrides job.target (run-now --target)
+    select: str | None = None  # added as --select to each dbt command (run-now --select)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a runner reports back. Every field but status may be unknown."""
+
+    status: RunStatus
+    reason: str = ""
+    exit_code: int | None = None
+    log_path: Path | None = None
+    nodes: tuple[NodeResult, ...] = ()
+    git_sha: str | None = None
+    external_id: str | None = None  # e.g. the ECS task ARN
+    log_url: str | None = None  # e.g. the CloudWatch console link
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A finished (or skipped) run: what history stores and reports render."""
+
+    job: str
+    run_id: str
+    trigger: TriggerKind
+    outcome: RunOutcome
+    started_at: datetime
+    finished_at: datetime
+    scheduled_for: datetime | None = None
+    triggered_by: str | None = None
+    run_dir: Path | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return round((self.finished_at - self.started_at).total_seconds(), 3)
+
+
+def count_statuses(nodes: tuple[NodeResult, ...] | list[NodeResult]) -> dict[str, int]:
+    """Counts per dbt status plus `total`, with every status key present."""
+    counts = {s: 0 for s in ("success", "pass", "fail", "error", "warn", "skipped")}
+    for node in nodes:
+        counts[node.status] = counts.get(node.status, 0) + 1
+    counts["total"] = len(nodes)
+    return counts

@@ -1,0 +1,95 @@
+"""What a run is told: the environment docker/run_commands.sh reads.
+
+Every runner (local process, Docker, ECS) passes the same variables, so a job
+behaves the same wherever it runs. Precedence, lowest first: the scheduler's own
+environment (local runner only), the job's `env_file`, the job's `env`, then the
+variables below that the scheduler owns.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from lib.models import Job, RunRequest
+
+# dbt subcommands that take --select; `dbt deps`, `debug`, `clean` and friends do not.
+SELECTABLE = {"build", "run", "test", "seed", "snapshot", "compile", "ls", "list", "show", "source", "docs"}
+
+
+class EnvFileError(ValueError):
+    """The job's env_file is missing or unreadable."""
+
+
+def effective_commands(job: Job, select: str | None) -> tuple[str, ...]:
+    """The job's commands, with `--select SELECT` added where dbt accepts it (run-now --select)."""
+    if not select:
+        return job.commands
+    out = []
+    for command in job.commands:
+        words = shlex.split(command)
+        if len(words) > 1 and words[1] in SELECTABLE and "--select" not in words and "-s" not in words:
+            command = f"{command} --select {shlex.quote(select)}"
+        out.append(command)
+    return tuple(out)
+
+
+def read_env_file(job: Job) -> dict[str, str]:
+    """The job's env_file as a dict (python-dotenv rules); {} when the job has none."""
+    if job.env_file is None:
+        return {}
+    if not job.env_file.is_file():
+        raise EnvFileError(
+            f"jobs.{job.name}.env_file: {job.env_file} does not exist: create it or remove env_file"
+        )
+    try:
+        values = dotenv_values(job.env_file, encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EnvFileError(f"jobs.{job.name}.env_file: cannot read {job.env_file}: {exc}") from None
+    # A bare `NAME` line (no `=`) reads as None: treat it as empty, like a shell would.
+    return {name: value or "" for name, value in values.items()}
+
+
+def scheduler_variables(
+    job: Job,
+    request: RunRequest,
+    run_dir: Path,
+    work_dir: Path,
+    partial_parse_cache: Path | None = None,
+) -> dict[str, str]:
+    """The variables run_commands.sh reads (see its header), for this job and run."""
+    env = {
+        "DBT_COMMANDS": "\n".join(effective_commands(job, request.select)),
+        "DBT_RUN_DIR": str(work_dir),
+        "DBT_ARTIFACTS_DIR": str(run_dir),
+        "DBT_SCHEDULER_JOB": job.name,
+        "DBT_SCHEDULER_RUN_ID": request.run_id,
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    target = request.target or job.target
+    if target:
+        env["DBT_TARGET"] = target
+    if job.git is not None:
+        env["DBT_GIT_URL"] = job.git.url
+        if job.git.ref:
+            env["DBT_GIT_REF"] = job.git.ref
+        if job.git.subdir:
+            env["DBT_GIT_SUBDIR"] = job.git.subdir
+    elif job.project_dir is not None:
+        env["DBT_PROJECT_DIR"] = str(job.project_dir)
+    if job.profiles_dir is not None:
+        env["DBT_PROFILES_DIR"] = str(job.profiles_dir)
+    if partial_parse_cache is not None:
+        env["DBT_PARTIAL_PARSE_CACHE"] = str(partial_parse_cache)
+    return env
+
+
+def job_environment(job: Job, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """base env < env_file < job.env: what the job's own settings contribute."""
+    env = dict(base or {})
+    env.update(read_env_file(job))
+    env.update(job.env)
+    return env

@@ -1,0 +1,1 @@
+"""Runners: one module per place a job can run. Each returns a RunOutcome."""

@@ -1,0 +1,125 @@
+"""The Runner protocol, what a runner is given, and how an exit becomes an outcome."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from lib.clock import Clock
+from lib.dbt_results import summarize
+from lib.models import NodeResult, RunOutcome, RunRequest, RunStatus
+from lib.secrets import SecretMasker
+
+# run_commands.sh exit codes for failures before dbt ran (see the script's header).
+SETUP_EXIT_CODES = {
+    10: "bad configuration",
+    11: "fetching the dbt project's code failed",
+    12: "dbt deps failed",
+    127: "dbt is not installed where the job runs",
+}
+_MISSING_ENV_VAR = re.compile(r"Env var required but not provided: '([^']+)'")
+
+
+class CancelToken:
+    """Set once when a run must stop (daemon shutdown); wakes whoever waits on it."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._callbacks: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._event.set()
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            callback()
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Call `callback` on cancel (at once if already cancelled)."""
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
+
+
+@dataclass
+class RunContext:
+    """Everything a runner needs for one run besides the job itself."""
+
+    request: RunRequest
+    run_dir: Path  # <state_dir>/runs/<job>/<run_id>/: log, artifacts, reports
+    clock: Clock
+    masker: SecretMasker
+    on_line: Callable[[str], None] = lambda line: None  # each masked output line, as it comes
+    cancel: CancelToken = field(default_factory=CancelToken)
+    # Where a runner may keep state between runs of the same job (dbt's partial parse).
+    cache_dir: Path | None = None
+    # Called with e.g. an ECS task ARN as soon as it exists, so history can record it.
+    on_external_id: Callable[[str, str | None], None] = lambda external_id, log_url: None
+
+
+class Runner(Protocol):
+    def run(self, ctx: RunContext) -> RunOutcome:
+        """Run the job once and say how it went. Only programming errors raise."""
+        ...
+
+
+def classify_exit(
+    exit_code: int | None,
+    *,
+    nodes: tuple[NodeResult, ...] | None,
+    error_marker: str | None,
+    log_tail: list[str],
+    job_name: str,
+) -> tuple[RunStatus, str]:
+    """Status and a one-line reason for a run_commands.sh exit (timeouts and cancels decided by the caller).
+
+    The reason names what broke and, where we can tell, the fix: a dbt failure is
+    summarised from the node results; a failure before dbt ran is `failed_to_start`
+    with the script's own ERROR line; a missing env var dbt asked for is named.
+    """
+    if exit_code == 0:
+        if nodes is None:
+            return RunStatus.SUCCEEDED, "dbt succeeded but wrote no run_results.json"
+        return RunStatus.SUCCEEDED, summarize(nodes)  # e.g. warnings
+    if exit_code in SETUP_EXIT_CODES:
+        what = error_marker or SETUP_EXIT_CODES[exit_code]
+        return RunStatus.FAILED_TO_START, what
+    missing = next((m.group(1) for line in log_tail for m in [_MISSING_ENV_VAR.search(line)] if m), None)
+    if missing:
+        return RunStatus.FAILED, (
+            f"dbt needs environment variable {missing}: set it in jobs.{job_name}.env or its env_file"
+        )
+    if exit_code is not None and exit_code < 0:
+        signal_name = _signal_name(-exit_code)
+        return RunStatus.FAILED, f"killed by {signal_name} (out of memory, or stopped from outside?)"
+    if exit_code == 137:
+        return RunStatus.FAILED, "killed (exit 137: out of memory, or stopped from outside?)"
+    summary = summarize(nodes) if nodes else ""
+    if summary:
+        return RunStatus.FAILED, summary
+    if error_marker:
+        return RunStatus.FAILED, error_marker
+    last = next((line.strip() for line in reversed(log_tail) if line.strip() and "[run_commands]" not in line), "")
+    detail = f": {last[:200]}" if last else ""
+    artifacts = " (dbt wrote no run_results.json)" if nodes is None else ""
+    return RunStatus.FAILED, f"exit code {exit_code}{artifacts}{detail}"
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

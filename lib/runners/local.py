@@ -1,0 +1,200 @@
+"""The local runner: docker/run_commands.sh as a child process of the scheduler.
+
+The embedded default: it runs on the ops box itself with the dbt found on PATH
+(or next to the scheduler's Python), so a newcomer sees a real run with no cloud.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from lib.dbt_results import load_node_results
+from lib.markers import parse_marker
+from lib.models import RunOutcome, RunStatus
+from lib.run_env import EnvFileError, job_environment, scheduler_variables
+from lib.runners.base import RunContext, classify_exit
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RUN_COMMANDS = REPO_ROOT / "docker" / "run_commands.sh"
+# How long each polite signal gets before the next, harsher one when stopping a run.
+# SIGINT first: dbt treats it as Ctrl-C and cancels the queries it has open in the warehouse.
+STOP_SEQUENCE = ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0))
+LOG_TAIL_LINES = 200
+
+Popen = Callable[..., subprocess.Popen]
+
+
+class LocalRunner:
+    """Runs a job as a local process group; the timeout and cancel stop the whole group."""
+
+    def __init__(
+        self,
+        script: Path = RUN_COMMANDS,
+        base_env: Mapping[str, str] | None = None,
+        popen: Popen = subprocess.Popen,
+        extra_path: Path | None = None,
+        stop_sequence: tuple[tuple[signal.Signals, float], ...] = STOP_SEQUENCE,
+        keep_work_dir: bool = False,
+    ) -> None:
+        self.script = script
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.popen = popen
+        # A venv's dbt is found without activating the venv: its bin dir goes first on PATH.
+        self.extra_path = extra_path
+        self.stop_sequence = stop_sequence
+        self.keep_work_dir = keep_work_dir
+
+    def run(self, ctx: RunContext) -> RunOutcome:
+        job = ctx.request.job
+        log_path = ctx.run_dir / "run.log"
+        work_dir = ctx.run_dir / "work"
+        try:
+            env = job_environment(job, self.base_env)
+        except EnvFileError as exc:
+            return RunOutcome(RunStatus.FAILED_TO_START, reason=str(exc), log_path=None)
+        cache = ctx.cache_dir / "partial_parse" if ctx.cache_dir is not None else None
+        env.update(scheduler_variables(job, ctx.request, ctx.run_dir, work_dir, cache))
+        if self.extra_path is not None:
+            env["PATH"] = f"{self.extra_path}{os.pathsep}{env.get('PATH', os.defpath)}"
+
+        ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "w", encoding="utf-8", buffering=1) as log:
+            try:
+                process = self.popen(
+                    ["bash", str(self.script)],
+                    env=env,
+                    cwd=str(ctx.run_dir),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group, so a stop reaches dbt too
+                )
+            except OSError as exc:
+                message = f"could not start bash {self.script}: {exc}"
+                log.write(ctx.masker(message) + "\n")
+                return RunOutcome(RunStatus.FAILED_TO_START, reason=message, log_path=log_path)
+
+            watcher = _OutputWatcher(process.stdout, log, ctx)
+            finished = threading.Event()
+            watcher.start(on_eof=finished.set)
+            ctx.cancel.on_cancel(finished.set)
+            timed_out = False
+            limit = job.timeout if job.timeout is not None else threading.TIMEOUT_MAX
+            started = ctx.clock.monotonic()
+            while process.poll() is None or not watcher.done:
+                if ctx.cancel.cancelled:
+                    break
+                remaining = limit - (ctx.clock.monotonic() - started)
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                ctx.clock.wait(remaining, finished)
+                if watcher.done:
+                    process.wait()
+            cancelled = ctx.cancel.cancelled and process.poll() is None
+            if timed_out or cancelled:
+                self._stop(process, ctx)
+            exit_code = process.wait()
+            watcher.join()
+
+        nodes = load_node_results(ctx.run_dir)
+        if timed_out:
+            status, reason = RunStatus.TIMED_OUT, (
+                f"exceeded its timeout of {_fmt_seconds(job.timeout)}: the run was stopped"
+            )
+        elif cancelled:
+            status, reason = RunStatus.CANCELLED, "cancelled: the scheduler was stopping"
+        else:
+            status, reason = classify_exit(
+                exit_code,
+                nodes=nodes,
+                error_marker=watcher.error_marker,
+                log_tail=list(watcher.tail),
+                job_name=job.name,
+            )
+        if status is RunStatus.SUCCEEDED and not self.keep_work_dir:
+            # The clone and warehouse files of a good run are not worth the disk; a failed
+            # run keeps them (compiled SQL helps debugging).
+            shutil.rmtree(work_dir, ignore_errors=True)
+        return RunOutcome(
+            status=status,
+            reason=ctx.masker(reason),
+            exit_code=exit_code,
+            log_path=log_path,
+            nodes=nodes or (),
+            git_sha=watcher.git_sha,
+        )
+
+    def _stop(self, process: subprocess.Popen, ctx: RunContext) -> None:
+        """Signal the whole process group, escalating until it is gone."""
+        for sig, grace in self.stop_sequence:
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                process.wait(timeout=grace)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+class _OutputWatcher:
+    """Reads the child's output on a thread: masks, logs, forwards, and remembers markers."""
+
+    def __init__(self, stream: IO[bytes] | None, log: IO[str], ctx: RunContext) -> None:
+        self.stream = stream
+        self.log = log
+        self.ctx = ctx
+        self.git_sha: str | None = None
+        self.error_marker: str | None = None
+        self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self.done = False
+        self._thread: threading.Thread | None = None
+
+    def start(self, on_eof: Callable[[], Any]) -> None:
+        def pump() -> None:
+            try:
+                if self.stream is not None:
+                    for raw in self.stream:
+                        self._line(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+            finally:
+                self.done = True
+                on_eof()
+
+        self._thread = threading.Thread(target=pump, name=f"output-{self.ctx.request.run_id}", daemon=True)
+        self._thread.start()
+
+    def _line(self, line: str) -> None:
+        line = self.ctx.masker(line)
+        self.log.write(line + "\n")
+        self.tail.append(line)
+        marker = parse_marker(line)
+        if marker is not None:
+            kind, rest = marker
+            if kind == "GIT_SHA":
+                self.git_sha = rest
+            elif kind == "ERROR":
+                self.error_marker = rest
+        try:
+            self.ctx.on_line(line)
+        except Exception:  # a broken console must not break the run
+            pass
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _fmt_seconds(seconds: float | None) -> str:
+    from lib.durations import format_duration
+
+    return format_duration(seconds) if seconds is not None else "none"

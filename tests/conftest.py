@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lib.app import App, build_app
+from lib.config import Config, parse_config
+from tests.fakes import FakeClock, FakeRunner
+
+START = datetime(2026, 3, 2, 0, 0, tzinfo=timezone.utc)  # a Monday
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+@pytest.fixture
+def dbt_project(tmp_path: Path) -> Path:
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "dbt_project.yml").write_text("name: p\n")
+    return proj
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, dbt_project: Path) -> Callable[..., Config]:
+    """parse_config over plain dicts; each job gets project_dir unless it says otherwise."""
+
+    def make(jobs: dict[str, dict[str, Any]], **top: Any) -> Config:
+        data = {"state_dir": str(tmp_path / "state"), **top, "jobs": {}}
+        for name, job in jobs.items():
+            data["jobs"][name] = {"project_dir": str(dbt_project), **job}
+        return parse_config(data, base_dir=tmp_path)
+
+    return make
+
+
+@pytest.fixture
+def make_app(clock: FakeClock) -> Callable[..., App]:
+    def make(config: Config, runner: Any = None) -> App:
+        return build_app(config, clock=clock, runners={"local": runner or FakeRunner()}, base_env={})
+
+    return make

@@ -1,0 +1,241 @@
+"""jobs.yaml parsing: every key, every error with its location and hint."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from lib.config import load_config, parse_config
+from lib.errors import ConfigError, UnknownJobError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A directory that looks like a dbt project with a profiles.yml."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "dbt_project.yml").write_text("name: p\n")
+    (proj / "profiles.yml").write_text("p: {}\n")
+    return proj
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "jobs.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def errors_of(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return [str(issue) for issue in info.value.issues]
+
+
+def test_minimal_job_gets_documented_defaults(tmp_path: Path, project: Path) -> None:
+    path = write(tmp_path, "jobs:\n  nightly:\n    schedule: '0 6 * * *'\n    project_dir: proj\n")
+    config = load_config(path)
+    job = config.jobs["nightly"]
+    assert job.project_dir == project
+    assert job.commands == ("dbt build",)
+    assert job.runner == "local"
+    assert job.timezone.key == "UTC"
+    assert (job.overlap, job.catchup, job.enabled, job.timeout) == ("skip", "none", True, None)
+    assert config.state_dir == tmp_path / "state"  # relative to the file, not the cwd
+    assert config.max_parallel == 4
+    start = datetime(2026, 1, 1, 7, tzinfo=timezone.utc)
+    assert job.trigger.next_after(start) == datetime(2026, 1, 2, 6, tzinfo=timezone.utc)
+
+
+def test_every_key_is_read(tmp_path: Path, project: Path) -> None:
+    (tmp_path / "prod.env").write_text("A=1\n")
+    path = write(
+        tmp_path,
+        """\
+        state_dir: /var/tmp/somewhere
+        max_parallel: 2
+        shutdown_grace: 2m
+        jobs:
+          hourly:
+            description: refresh marts
+            every: 15 minutes
+            timezone: Europe/Paris
+            runner: local
+            git: {url: "file:///srv/repo.git", ref: main, subdir: analytics}
+            profiles_dir: proj
+            target: prod
+            commands: ["dbt seed", "dbt build --select tag:hourly"]
+            env_file: prod.env
+            env: {THREADS: 4, FLAG: true}
+            timeout: 1h30m
+            overlap: allow
+            catchup: latest
+            catchup_grace: 2h
+            enabled: false
+        """,
+    )
+    config = load_config(path)
+    job = config.jobs["hourly"]
+    assert config.state_dir == Path("/var/tmp/somewhere")
+    assert (config.max_parallel, config.shutdown_grace) == (2, 120.0)
+    assert job.description == "refresh marts"
+    assert job.timezone.key == "Europe/Paris"
+    assert job.git is not None and (job.git.url, job.git.ref, job.git.subdir) == (
+        "file:///srv/repo.git",
+        "main",
+        "analytics",
+    )
+    assert job.project_dir is None
+    assert job.profiles_dir == project
+    assert job.target == "prod"
+    assert job.commands == ("dbt seed", "dbt build --select tag:hourly")
+    assert job.env_file == tmp_path / "prod.env"
+    assert dict(job.env) == {"THREADS": "4", "FLAG": "true"}
+    assert (job.timeout, job.overlap, job.catchup, job.catchup_grace, job.enabled) == (
+        5400.0,
+        "allow",
+        "latest",
+        7200.0,
+        False,
+    )
+
+
+def test_defaults_merge_not_set_is_distinct_from_false(tmp_path: Path, project: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        defaults:
+          project_dir: proj
+          enabled: false
+          timeout: 10m
+          env: {A: "1", B: "2"}
+        jobs:
+          inherits: {schedule: "@daily"}
+          overrides: {schedule: "@daily", enabled: true, env: {B: "3"}}
+          unsets: {schedule: "@daily", timeout: null}
+        """,
+    )
+    jobs = load_config(path).jobs
+    assert jobs["inherits"].enabled is False and jobs["inherits"].timeout == 600.0
+    assert jobs["overrides"].enabled is True
+    assert dict(jobs["overrides"].env) == {"A": "1", "B": "3"}
+    assert jobs["unsets"].timeout is None
+
+
+def test_bad_cron_is_located_with_line_and_reason(tmp_path: Path, project: Path) -> None:
+    path = write(tmp_path, "jobs:\n  nightly:\n    project_dir: proj\n    schedule: '61 * * * *'\n")
+    [error] = errors_of(path)
+    assert error.startswith(f"{path}:4 jobs.nightly.schedule: ")
+    assert "'61 * * * *' is not a valid cron expression" in error
+    assert "minute must be 0-59" in error
+
+
+def test_all_errors_are_collected_at_once(tmp_path: Path, project: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        max_parallel: 0
+        jobs:
+          a:
+            project_dir: proj
+            schedule: "0 6 * * *"
+            timezone: Mars/Olympus
+            overlap: queue
+          b:
+            project_dir: proj
+            every: 5 fortnights
+            runner: kubernetes
+            catchup: all
+            timeout: soon
+        """,
+    )
+    errors = errors_of(path)
+    joined = "\n".join(errors)
+    assert len(errors) == 7, joined
+    assert f"{path}:1 max_parallel:" in joined
+    assert f"{path}:6 jobs.a.timezone: unknown time zone 'Mars/Olympus'" in joined
+    assert f"{path}:7 jobs.a.overlap: 'queue' is not allowed: use one of skip, allow" in joined
+    assert f"{path}:10 jobs.b.every:" in joined
+    assert f"{path}:11 jobs.b.runner: 'kubernetes' is not a runner" in joined
+    assert f"{path}:12 jobs.b.catchup:" in joined
+    assert f"{path}:13 jobs.b.timeout:" in joined
+
+
+def test_unknown_keys_get_did_you_mean(tmp_path: Path, project: Path) -> None:
+    path = write(
+        tmp_path,
+        "defautls: {}\njobs:\n  a:\n    project_dir: proj\n    schedule: '@hourly'\n    comands: [dbt run]\n",
+    )
+    errors = errors_of(path)
+    assert f"{path}:1 defautls: unknown key: did you mean 'defaults'?" in errors
+    assert f"{path}:6 jobs.a.comands: unknown key: did you mean 'commands'?" in errors
+
+
+def test_unknown_key_without_close_match_lists_known_keys(tmp_path: Path, project: Path) -> None:
+    path = write(tmp_path, "jobs:\n  a:\n    project_dir: proj\n    schedule: '@hourly'\n    zzz: 1\n")
+    [error] = errors_of(path)
+    assert "jobs.a.zzz: unknown key (known keys: description, schedule, every" in error
+
+
+@pytest.mark.parametrize(
+    ("job_yaml", "expected"),
+    [
+        ("project_dir: proj", "set `schedule` (cron, e.g. '0 6 * * *') or `every`"),
+        ("project_dir: proj\n    schedule: '@daily'\n    every: 1 hour", "either `schedule` or `every`"),
+        ("schedule: '@daily'", "set `project_dir` (a local dbt project) or `git: {url: …}`"),
+        ("schedule: '@daily'\n    project_dir: nowhere", "has no dbt_project.yml"),
+        ("schedule: '@daily'\n    project_dir: proj\n    commands: [ls -la]", "is not a dbt command"),
+        ("schedule: '@daily'\n    project_dir: proj\n    commands: []", "non-empty list of dbt commands"),
+        ("schedule: '@daily'\n    project_dir: proj\n    env_file: missing.env", "missing.env does not exist"),
+        ("schedule: '@daily'\n    project_dir: proj\n    enabled: 'yes'", "must be true or false"),
+        ("schedule: '@daily'\n    project_dir: proj\n    env: {1BAD: x}", "not a valid environment variable"),
+        ("schedule: '@daily'\n    runner: ecs\n    project_dir: proj", "runner 'ecs' is not available"),
+        (
+            "schedule: '@daily'\n    git: {url: 'https://bob:tok@example.com/r.git'}",
+            "DBT_ENV_SECRET_GIT_TOKEN",
+        ),
+        ("schedule: '@daily'\n    git: {ref: main}", "jobs.a.git.url: missing"),
+        ("schedule: '@reboot'\n    project_dir: proj", "@reboot"),
+    ],
+)
+def test_job_errors(tmp_path: Path, project: Path, job_yaml: str, expected: str) -> None:
+    path = write(tmp_path, f"jobs:\n  a:\n    {job_yaml}\n")
+    errors = "\n".join(errors_of(path))
+    assert expected in errors
+    assert "jobs.a" in errors
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "jobs:\n  a:\n    schedule: '0 6 * * *\n    project_dir: x\n")
+    [error] = errors_of(path)
+    assert error.startswith(f"{path}:")
+    assert "invalid YAML" in error
+
+
+def test_missing_file_says_how_to_fix(tmp_path: Path) -> None:
+    [error] = errors_of(tmp_path / "nope.yaml")
+    assert "nope.yaml" in error and "--config" in error
+
+
+def test_missing_jobs_key_and_wrong_top_level_type(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="jobs: missing"):
+        parse_config({"state_dir": "x"}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        parse_config(["jobs"], base_dir=tmp_path)
+
+
+def test_unknown_job_lookup_suggests(tmp_path: Path, project: Path) -> None:
+    path = write(tmp_path, "jobs:\n  nightly:\n    schedule: '@daily'\n    project_dir: proj\n")
+    config = load_config(path)
+    with pytest.raises(UnknownJobError, match="no job named 'nightyl': did you mean 'nightly'"):
+        config.job("nightyl")
+
+
+def test_the_shipped_jobs_yaml_is_valid() -> None:
+    config = load_config(REPO / "jobs.yaml")
+    assert "example" in config.jobs
+    assert config.jobs["example"].project_dir == REPO / "example"

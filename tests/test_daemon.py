@@ -1,0 +1,323 @@
+"""The daemon driven by a FakeClock: a simulated week runs in milliseconds, no sleeping."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from lib.app import App
+from lib.config import Config
+from lib.daemon import Daemon
+from lib.errors import ConfigError, ConfigIssue, LockedError
+from lib.models import RunOutcome, RunStatus, TriggerKind
+from lib.runners.base import RunContext
+from tests.conftest import START
+from tests.fakes import CrashingRunner, FakeClock, FakeRunner, InlineExecutor
+
+WEEK = timedelta(days=7)
+
+
+def daemon_for(app: App, **kw: Any) -> Daemon:
+    kw.setdefault("executor_factory", lambda n: InlineExecutor())
+    return Daemon(app.config, app.service, app.clock, **kw)
+
+
+def runs_of(app: App, job: str) -> list[dict[str, Any]]:
+    return list(reversed(app.history.runs(job, limit=None)))
+
+
+def test_a_simulated_week_fires_every_time_exactly_once(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    config = make_config(
+        {
+            "hourly": {"every": "1 hour"},
+            "berlin": {"schedule": "0 6 * * *", "timezone": "Europe/Berlin"},
+            "off": {"every": "1 minute", "enabled": False},
+        }
+    )
+    runner = FakeRunner()
+    app = make_app(config, runner)
+    daemon = daemon_for(app)
+    assert daemon.run_forever(until=START + WEEK) == 0
+
+    hourly = runs_of(app, "hourly")
+    assert len(hourly) == 7 * 24
+    assert [datetime.fromisoformat(r["scheduled_for"]) for r in hourly] == [
+        START + timedelta(hours=h) for h in range(1, 7 * 24 + 1)
+    ]
+    assert {r["outcome"] for r in hourly} == {"succeeded"}
+    assert {r["trigger"] for r in hourly} == {"schedule"}
+    berlin = [datetime.fromisoformat(r["scheduled_for"]) for r in runs_of(app, "berlin")]
+    assert berlin == [datetime(2026, 3, d, 5, tzinfo=timezone.utc) for d in range(2, 9)]  # 06:00 CET
+    assert runs_of(app, "off") == []
+    # No polling: one wait per distinct fire time (hourly and 06:00 coincide at 05:00 UTC? no: 05:00 vs :00)
+    assert len(clock.waits) <= 7 * 24 + 7 + 1
+    assert len(runner.calls) == 7 * 24 + 7
+
+
+def test_dst_week_keeps_local_time(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    clock.set(datetime(2026, 3, 26, tzinfo=timezone.utc))
+    config = make_config({"berlin": {"every": "day at 06:00", "timezone": "Europe/Berlin"}})
+    app = make_app(config)
+    daemon_for(app).run_forever(until=clock.now() + WEEK)
+    fired = [datetime.fromisoformat(r["scheduled_for"]) for r in runs_of(app, "berlin")]
+    hours = [f.hour for f in fired]
+    assert hours == [5, 5, 5, 4, 4, 4, 4]  # CET until 29 March, CEST after
+
+
+def test_failing_and_crashing_runs_do_not_stop_the_loop(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    config = make_config({"bad": {"every": "1 hour"}, "crash": {"every": "1 hour"}})
+    app = make_app(config, FakeRunner(RunOutcome(RunStatus.FAILED, reason="1 test failed", exit_code=1)))
+    app.service.runners = {"local": FakeRunner(RunOutcome(RunStatus.FAILED, exit_code=1))}  # type: ignore[misc]
+
+    class Pick:
+        def run(self, ctx: RunContext) -> RunOutcome:
+            if ctx.request.job.name == "crash":
+                return CrashingRunner().run(ctx)
+            return RunOutcome(RunStatus.FAILED, reason="1 test failed", exit_code=1)
+
+    app.service.runners = {"local": Pick()}  # type: ignore[misc]
+    daemon_for(app).run_forever(until=START + timedelta(hours=3))
+    assert [r["outcome"] for r in runs_of(app, "bad")] == ["failed"] * 3
+    crashes = runs_of(app, "crash")
+    assert [r["outcome"] for r in crashes] == ["error"] * 3
+    assert "RuntimeError: boom" in crashes[0]["reason"]
+
+
+def test_secrets_never_reach_history_from_a_crash(
+    make_config: Callable[..., Config], make_app: Callable[..., App]
+) -> None:
+    config = make_config({"crash": {"every": "1 hour", "env": {"DBT_ENV_SECRET_X": "hunter22"}}})
+    app = make_app(config, CrashingRunner())
+    daemon_for(app).run_forever(until=START + timedelta(hours=1))
+    [run] = runs_of(app, "crash")
+    assert "hunter22" not in run["reason"] and "*****" in run["reason"]
+
+
+def test_overlap_skip_records_a_skipped_run_and_allow_runs_both(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    config = make_config({"slow": {"every": "1 minute"}, "both": {"every": "1 minute", "overlap": "allow"}})
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    class Blocking:
+        def run(self, ctx: RunContext) -> RunOutcome:
+            started.release()
+            release.wait(10)
+            return RunOutcome(RunStatus.SUCCEEDED)
+
+    app = make_app(config, Blocking())
+    pool = ThreadPoolExecutor(max_workers=8)
+    daemon = daemon_for(app, executor_factory=lambda n: pool)
+    daemon.start()
+    clock.advance(60)
+    daemon.dispatch(daemon.tick(clock.now()))
+    assert started.acquire(timeout=5) and started.acquire(timeout=5)
+    clock.advance(60)
+    daemon.dispatch(daemon.tick(clock.now()))
+    assert started.acquire(timeout=5)  # the second "both" run started beside the first
+    release.set()
+    daemon.shutdown()
+    slow = runs_of(app, "slow")
+    assert [r["outcome"] for r in slow] == ["succeeded", "skipped"]
+    assert "previous run still running" in slow[1]["reason"]
+    assert [r["outcome"] for r in runs_of(app, "both")] == ["succeeded", "succeeded"]
+
+
+def test_max_parallel_bounds_concurrent_runs(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    config = make_config({f"j{i}": {"every": "1 minute"} for i in range(5)}, max_parallel=2)
+    lock = threading.Lock()
+    running, peak = 0, 0
+
+    class Counting:
+        def run(self, ctx: RunContext) -> RunOutcome:
+            nonlocal running, peak
+            with lock:
+                running += 1
+                peak = max(peak, running)
+            threading.Event().wait(0.05)
+            with lock:
+                running -= 1
+            return RunOutcome(RunStatus.SUCCEEDED)
+
+    app = make_app(config, Counting())
+    daemon = Daemon(app.config, app.service, clock)  # the real thread pool of max_parallel workers
+    daemon.start()
+    clock.advance(60)
+    daemon.dispatch(daemon.tick(clock.now()))
+    assert daemon._idle.wait(10)  # real time: the FakeClock would end the shutdown grace at once
+    daemon.shutdown()
+    assert peak == 2
+    assert sum(len(runs_of(app, f"j{i}")) for i in range(5)) == 5
+
+
+def test_catchup_latest_runs_the_missed_fire_time_once(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    config = make_config({"daily": {"schedule": "0 6 * * *", "catchup": "latest", "catchup_grace": "3h"}})
+    app = make_app(config)
+    # A first daemon runs the 06:00 fire time of 2 March, then the host is down until 07:30 on 4 March.
+    daemon_for(app).run_forever(until=datetime(2026, 3, 2, 6, 30, tzinfo=timezone.utc))
+    clock.set(datetime(2026, 3, 4, 7, 30, tzinfo=timezone.utc))
+    daemon_for(app).run_forever(until=datetime(2026, 3, 4, 8, tzinfo=timezone.utc))
+    runs = runs_of(app, "daily")
+    assert [(r["trigger"], r["scheduled_for"]) for r in runs] == [
+        ("schedule", "2026-03-02T06:00:00+00:00"),
+        ("catch-up", "2026-03-04T06:00:00+00:00"),  # 3 March coalesced away: only the latest
+    ]
+
+
+def test_catchup_beyond_grace_is_recorded_as_skipped(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    config = make_config({"daily": {"schedule": "0 6 * * *", "catchup": "latest", "catchup_grace": "1h"}})
+    app = make_app(config)
+    daemon_for(app).run_forever(until=datetime(2026, 3, 2, 6, 30, tzinfo=timezone.utc))
+    clock.set(datetime(2026, 3, 3, 9, 0, tzinfo=timezone.utc))
+    daemon_for(app).run_forever(until=datetime(2026, 3, 3, 9, 1, tzinfo=timezone.utc))
+    runs = runs_of(app, "daily")
+    assert [r["outcome"] for r in runs] == ["succeeded", "skipped"]
+    assert "catch-up grace" in runs[1]["reason"]
+
+
+def test_catchup_none_does_not_run_what_was_missed_while_down(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    config = make_config({"daily": {"schedule": "0 6 * * *"}})
+    app = make_app(config)
+    daemon_for(app).run_forever(until=datetime(2026, 3, 2, 6, 30, tzinfo=timezone.utc))
+    clock.set(datetime(2026, 3, 4, 7, 30, tzinfo=timezone.utc))
+    daemon_for(app).run_forever(until=datetime(2026, 3, 5, 7, 0, tzinfo=timezone.utc))
+    assert [r["scheduled_for"] for r in runs_of(app, "daily")] == [
+        "2026-03-02T06:00:00+00:00",
+        "2026-03-05T06:00:00+00:00",
+    ]
+
+
+def test_a_stalled_daemon_skips_missed_fire_times_with_catchup_none(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    config = make_config({"q": {"every": "15 minutes"}})
+    app = make_app(config, FakeRunner(duration=40 * 60, clock=clock))  # each run blocks the clock 40 min
+    daemon_for(app).run_forever(until=START + timedelta(minutes=50))
+    runs = runs_of(app, "q")
+    assert [r["outcome"] for r in runs] == ["succeeded", "skipped"]
+    assert "missed" in runs[1]["reason"] and "catchup: none" in runs[1]["reason"]
+
+
+def test_reload_keeps_last_good_config_and_applies_a_valid_one(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    good = make_config({"a": {"every": "1 hour"}})
+    newer = make_config({"a": {"every": "1 hour"}, "b": {"every": "30 minutes"}})
+    app = make_app(good)
+    versions: list[Any] = [ConfigError([ConfigIssue("jobs.a.every", "bad", line=3)]), newer]
+
+    def reload() -> Config:
+        item = versions.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    daemon = daemon_for(app, reload_config=reload)
+    daemon.start()
+    first_fire = daemon.next_fire["a"]
+    assert daemon.reload() is False
+    assert set(daemon.config.jobs) == {"a"}
+    assert daemon.reload() is True
+    assert set(daemon.config.jobs) == {"a", "b"}
+    assert daemon.next_fire["a"] == first_fire  # an unchanged schedule keeps its place
+    assert daemon.next_fire["b"] == START + timedelta(minutes=30)
+    daemon.shutdown()
+
+
+def test_sighup_style_request_reload_is_handled_by_the_loop(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    app = make_app(make_config({"a": {"every": "1 hour"}}))
+    calls: list[int] = []
+
+    def reload() -> Config:
+        calls.append(1)
+        raise ConfigError([ConfigIssue("jobs", "broken")])
+
+    daemon = daemon_for(app, reload_config=reload)
+    daemon.request_reload()
+    daemon.run_forever(until=START + timedelta(hours=2))
+    assert calls == [1]
+    assert len(runs_of(app, "a")) == 2  # still running on the last good config
+
+
+def test_second_daemon_on_the_same_state_dir_is_refused(
+    make_config: Callable[..., Config], make_app: Callable[..., App]
+) -> None:
+    app = make_app(make_config({"a": {"every": "1 hour"}}))
+    first = daemon_for(app)
+    first.start()
+    with pytest.raises(LockedError, match="another dbt-scheduler daemon already runs"):
+        daemon_for(app).start()
+    first.shutdown()
+    second = daemon_for(app)
+    second.start()  # the lock is free again
+    second.shutdown()
+
+
+def test_stop_cancels_running_jobs_after_the_grace(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    config = make_config({"long": {"every": "1 minute"}}, shutdown_grace="5s")
+    started = threading.Event()
+
+    class UntilCancelled:
+        def run(self, ctx: RunContext) -> RunOutcome:
+            started.set()
+            stop = threading.Event()
+            ctx.cancel.on_cancel(stop.set)
+            stop.wait(10)
+            return RunOutcome(RunStatus.CANCELLED if ctx.cancel.cancelled else RunStatus.SUCCEEDED)
+
+    app = make_app(config, UntilCancelled())
+    daemon = Daemon(app.config, app.service, clock)
+    daemon.start()
+    clock.advance(60)
+    daemon.dispatch(daemon.tick(clock.now()))
+    assert started.wait(5)
+    daemon.request_stop()
+    daemon.shutdown()
+    [run] = runs_of(app, "long")
+    assert run["outcome"] == "cancelled"
+    assert 5.0 in clock.waits  # it gave the job its grace first
+
+
+def test_loop_exits_on_stop_request(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    app = make_app(make_config({"a": {"every": "1 hour"}}))
+    daemon = daemon_for(app)
+
+    class StopAfterSecond:
+        calls = 0
+
+        def run(self, ctx: RunContext) -> RunOutcome:
+            self.calls += 1
+            if self.calls == 2:
+                daemon.request_stop()
+            return RunOutcome(RunStatus.SUCCEEDED)
+
+    app.service.runners = {"local": StopAfterSecond()}  # type: ignore[misc]
+    assert daemon.run_forever() == 0
+    assert len(runs_of(app, "a")) == 2
+    assert clock.now() == START + timedelta(hours=2)

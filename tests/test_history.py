@@ -1,0 +1,118 @@
+"""History: real SQLite, schema versioning, concurrent writers."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from lib.history import SCHEMA_VERSION, History
+from lib.models import Job, NodeResult, RunOutcome, RunRecord, RunRequest, RunStatus, TriggerKind
+from lib.triggers import parse_cron
+from zoneinfo import ZoneInfo
+
+T0 = datetime(2026, 5, 1, 6, 0, tzinfo=timezone.utc)
+JOB = Job(name="nightly", trigger=parse_cron("0 6 * * *", ZoneInfo("UTC")), timezone=ZoneInfo("UTC"))
+
+
+def record(run_id: str, status: RunStatus = RunStatus.SUCCEEDED, minutes: int = 0, **kw: object) -> RunRecord:
+    start = T0 + timedelta(minutes=minutes)
+    return RunRecord(
+        job=str(kw.pop("job", "nightly")),
+        run_id=run_id,
+        trigger=kw.pop("trigger", TriggerKind.SCHEDULE),  # type: ignore[arg-type]
+        outcome=RunOutcome(
+            status,
+            reason="why",
+            exit_code=0,
+            nodes=(NodeResult("model.p.a", "success"), NodeResult("test.p.t", "fail")),
+            git_sha="abc",
+        ),
+        started_at=start,
+        finished_at=start + timedelta(seconds=42),
+        scheduled_for=kw.pop("scheduled_for", start),  # type: ignore[arg-type]
+    )
+
+
+def test_schema_is_versioned_and_created_on_first_use(tmp_path: Path) -> None:
+    history = History(tmp_path / "state" / "history.db")
+    assert not (tmp_path / "state").exists()
+    assert history.schema_version() == SCHEMA_VERSION == 1
+    conn = sqlite3.connect(tmp_path / "state" / "history.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(RuntimeError, match="newer than this dbt-scheduler"):
+        History(path).runs()
+
+
+def test_start_then_finish_round_trip(tmp_path: Path) -> None:
+    history = History(tmp_path / "h.db")
+    request = RunRequest(JOB, "r1", TriggerKind.MANUAL, triggered_by="alice")
+    history.start(request, T0, tmp_path / "r1")
+    [running] = history.running()
+    assert (running["run_id"], running["outcome"], running["triggered_by"]) == ("r1", "running", "alice")
+    history.set_external_id("r1", "arn:aws:ecs:task/1", "https://console/x")
+    history.finish(record("r1", RunStatus.FAILED, trigger=TriggerKind.MANUAL, scheduled_for=None))
+    run = history.get("r1")
+    assert run is not None
+    assert run["outcome"] == "failed"
+    assert run["duration_s"] == 42.0
+    assert run["counts"]["fail"] == 1 and run["counts"]["total"] == 2
+    assert run["external_id"] == "arn:aws:ecs:task/1"  # kept from when the task started
+    assert run["log_url"] == "https://console/x"
+    assert run["started_at"] == T0.isoformat()
+    assert history.running() == []
+
+
+def test_queries_newest_first_last_runs_and_last_scheduled(tmp_path: Path) -> None:
+    history = History(tmp_path / "h.db")
+    history.finish(record("a", minutes=0))
+    history.finish(record("b", RunStatus.SKIPPED, minutes=10))
+    history.finish(record("c", minutes=20, trigger=TriggerKind.MANUAL, scheduled_for=None))
+    history.finish(record("d", minutes=5, job="other"))
+    assert [r["run_id"] for r in history.runs("nightly")] == ["c", "b", "a"]
+    assert [r["run_id"] for r in history.runs(limit=2)] == ["c", "b"]
+    assert {job: r["run_id"] for job, r in history.last_runs().items()} == {"nightly": "c", "other": "d"}
+    # manual runs do not count as fire times; skipped ones do
+    assert history.last_scheduled_for("nightly") == T0 + timedelta(minutes=10)
+    assert history.last_scheduled_for("never") is None
+
+
+def test_abandoned_runs_are_closed_but_remote_ones_kept(tmp_path: Path) -> None:
+    history = History(tmp_path / "h.db")
+    history.start(RunRequest(JOB, "local", TriggerKind.SCHEDULE, T0), T0, None)
+    history.start(RunRequest(JOB, "remote", TriggerKind.SCHEDULE, T0), T0, None)
+    history.set_external_id("remote", "arn:task")
+    assert history.close_abandoned(T0 + timedelta(hours=1), "daemon died") == 1
+    assert history.get("local")["outcome"] == "cancelled"  # type: ignore[index]
+    assert history.get("remote")["outcome"] == "running"  # type: ignore[index]
+
+
+def test_concurrent_writers(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    errors: list[Exception] = []
+
+    def write(prefix: str) -> None:
+        history = History(path)
+        try:
+            for i in range(25):
+                history.finish(record(f"{prefix}-{i}", minutes=i))
+        except Exception as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(f"t{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(History(path).runs(limit=None)) == 100
