@@ -7,13 +7,21 @@ the console shows the current step. Pure and rich-free, so the daemon can use it
 
 from __future__ import annotations
 
-PREFIX = "[run_commands] "
-KINDS = ("STEP", "GIT_SHA", "ERROR", "EXIT")
+import re
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_MARKER = re.compile(r"^\s*\[run_commands\]\s+(STEP|GIT_SHA|ERROR|EXIT)(?:[ \t]+(.*?))?\s*$")
 
 
 def parse_marker(line: str) -> tuple[str, str] | None:
-    """(`STEP`|`GIT_SHA`|`ERROR`|`EXIT`, the rest of the line) for a marker line, else None."""
-    if not line.startswith(PREFIX):
+    """The (kind, text) of a run_commands.sh marker line, else None.
+
+    `[run_commands] STEP deps: dbt deps` → ("STEP", "deps: dbt deps");
+    `[run_commands] GIT_SHA 1a2b3c` → ("GIT_SHA", "1a2b3c"); `[run_commands] EXIT 1`
+    → ("EXIT", "1"). Colour codes and surrounding whitespace are ignored; the text
+    is "" when the marker has none.
+    """
+    match = _MARKER.match(_ANSI.sub("", line))
+    if match is None:
         return None
-    kind, _, rest = line[len(PREFIX) :].rstrip("\r\n").partition(" ")
-    return (kind, rest.strip()) if kind in KINDS else None
+    return match.group(1), match.group(2) or ""

@@ -8,10 +8,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Mapping, Protocol
 from zoneinfo import ZoneInfo
+
+
+# A generic test's unique_id ends in a 10-hex-digit hash that no one wants to read.
+_GENERIC_TEST_HASH = re.compile(r"^[0-9a-f]{10}$")
+
+
+def display_name(unique_id: str) -> str:
+    """A node's short name as dbt prints it.
+
+    `model.shop.orders` → `orders`; a generic test's id ends in a hash
+    (`test.shop.not_null_orders_id.81cfe2fe64` → `not_null_orders_id`); a unit test
+    is shown as dbt prints it (`unit_test.shop.vip.test_vip` → `vip::test_vip`); a
+    versioned model keeps its version (`model.shop.dim.v2` → `dim.v2`); a source keeps
+    its source name (`source.shop.raw.orders` → `raw.orders`)."""
+    parts = unique_id.split(".")
+    if len(parts) < 3:
+        return unique_id
+    kind, rest = parts[0], parts[2:]
+    if kind == "test" and len(rest) > 1 and _GENERIC_TEST_HASH.match(rest[-1]):
+        rest = rest[:-1]
+    elif kind == "unit_test" and len(rest) > 1:
+        return f"{'.'.join(rest[:-1])}::{rest[-1]}"
+    return ".".join(rest)
 
 
 class RunStatus(str, Enum):
@@ -95,7 +119,7 @@ class NodeResult:
 
     @property
     def name(self) -> str:
-        return self.unique_id.split(".")[-1] if self.unique_id else ""
+        return display_name(self.unique_id)
 
 
 @dataclass(frozen=True)

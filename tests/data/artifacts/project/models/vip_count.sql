@@ -1,0 +1,1 @@
+select count(*) as vip_count from {{ ref('vip_customers') }}
