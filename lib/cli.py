@@ -149,7 +149,8 @@ def cmd_next(args: argparse.Namespace) -> int:
 
     now = SystemClock().now()
     upcoming = sorted(
-        (job.trigger.next_after(now), job) for job in config.jobs.values() if job.enabled
+        ((job.trigger.next_after(now), job) for job in config.jobs.values() if job.enabled),
+        key=lambda pair: pair[0],
     )
     console = _console()
     if not upcoming:
