@@ -1,4 +1,6 @@
-"""`python scheduler.py [--config jobs.yaml] COMMAND`: one function per subcommand, each returning an exit code.
+"""`python scheduler.py [--config jobs.yaml] COMMAND`: one function per subcommand.
+
+Each returns an exit code.
 
 Exit codes (like dbt's): 0 success, 1 the job failed, 2 a usage or config error.
 rich is imported inside the commands that print tables, so the daemon starts lean.
@@ -50,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="jobs with schedule, next run, last outcome and duration")
     history = sub.add_parser("history", help="past runs, newest first")
     history.add_argument("job", nargs="?")
-    history.add_argument("--json", action="store_true", help="print a JSON list (report.json fields but nodes)")
+    history.add_argument(
+        "--json", action="store_true", help="print a JSON list (report.json fields but nodes)"
+    )
     history.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
     logs = sub.add_parser("logs", help="print a run's log (the latest run by default)")
     logs.add_argument("job")
@@ -60,9 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     handler = COMMANDS[args.command]
     try:
         return handler(args)
@@ -129,9 +131,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     console.print(f"{path}: OK, {len(config.jobs)} job(s), state_dir {config.state_dir}")
     for job in config.jobs.values():
         flag = "" if job.enabled else " (disabled)"
-        console.print(
-            f"[bold]{job.name}[/bold]{flag}: {job.trigger.describe()} ({job.timezone.key}), runner {job.runner}"
-        )
+        schedule = f"{job.trigger.describe()} ({job.timezone.key})"
+        console.print(f"[bold]{job.name}[/bold]{flag}: {schedule}, runner {job.runner}", markup=True)
         moment = now
         for _ in range(3):
             moment = job.trigger.next_after(moment)
@@ -204,7 +205,13 @@ def cmd_history(args: argparse.Namespace) -> int:
         duration = format_duration(run["duration_s"]) if run["duration_s"] is not None else "-"
         trigger = run["trigger"] + (f" by {run['triggered_by']}" if run["triggered_by"] else "")
         table.add_row(
-            run["run_id"], run["job"], trigger, run["started_at"], run["outcome"], duration, run["reason"] or ""
+            run["run_id"],
+            run["job"],
+            trigger,
+            run["started_at"],
+            run["outcome"],
+            duration,
+            run["reason"] or "",
         )
     _console().print(table)
     return EXIT_OK
@@ -275,7 +282,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             render_summary(record, _console())
 
     app.service.listeners.append(on_record)
-    daemon = Daemon(app.config, app.service, app.clock, reload_config=lambda: load_config(path), on_line=on_line)
+    daemon = Daemon(
+        app.config, app.service, app.clock, reload_config=lambda: load_config(path), on_line=on_line
+    )
     signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.request_stop())
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())

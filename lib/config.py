@@ -103,7 +103,7 @@ def load_config(path: Path | str) -> Config:
 
 def _parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
     """YAML data plus a map of dotted key path → 1-based line, for error messages."""
-    loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10× faster on 10k jobs
+    loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster on 10k jobs
     loader = loader_cls(text)
     try:
         node = loader.get_single_node()
@@ -247,7 +247,9 @@ def _parse_job(name: str, raw: Any, defaults: dict, base_dir: Path, issues: _Iss
     elif project_dir is not None and git is not None:
         issues.add(where, "set either `project_dir` or `git`, not both")
     elif project_dir is not None and not (project_dir / "dbt_project.yml").is_file():
-        issues.add(key_path("project_dir"), f"{project_dir} has no dbt_project.yml: point it at a dbt project")
+        issues.add(
+            key_path("project_dir"), f"{project_dir} has no dbt_project.yml: point it at a dbt project"
+        )
     profiles_dir = _optional_path(merged, "profiles_dir", base_dir, key_path, issues)
     if profiles_dir is not None and git is None and not (profiles_dir / "profiles.yml").is_file():
         issues.add(key_path("profiles_dir"), f"{profiles_dir} has no profiles.yml")

@@ -14,7 +14,7 @@ import secrets
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lib.clock import Clock
@@ -33,7 +33,7 @@ Listener = Callable[[RunRecord], None]
 
 def new_run_id(now: datetime) -> str:
     """Sortable and unique: UTC time plus a short random suffix, e.g. 20261127T060000Z-3f9a1c."""
-    utc = now.astimezone(timezone.utc)
+    utc = now.astimezone(UTC)
     return f"{utc:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 

@@ -6,14 +6,14 @@ between threads and compared in tests without surprises.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-import re
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Protocol
 from zoneinfo import ZoneInfo
-
 
 # A generic test's unique_id ends in a 10-hex-digit hash that no one wants to read.
 _GENERIC_TEST_HASH = re.compile(r"^[0-9a-f]{10}$")
@@ -38,7 +38,7 @@ def display_name(unique_id: str) -> str:
     return ".".join(rest)
 
 
-class RunStatus(str, Enum):
+class RunStatus(StrEnum):
     """How a run ended. A failed dbt run is a value, never an exception."""
 
     SUCCEEDED = "succeeded"
@@ -54,7 +54,7 @@ class RunStatus(str, Enum):
         return self is RunStatus.SUCCEEDED
 
 
-class TriggerKind(str, Enum):
+class TriggerKind(StrEnum):
     """What started a run; stored in history so a reader knows why it happened."""
 
     SCHEDULE = "schedule"

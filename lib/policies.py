@@ -57,7 +57,10 @@ def decide_due(job: Job, next_fire: datetime, now: datetime) -> tuple[Decision, 
         decision = Decision(job, latest, TriggerKind.SCHEDULE, coalesced=skipped_over)
     elif job.catchup == "latest" and lateness <= job.catchup_grace:
         decision = Decision(
-            job, latest, TriggerKind.CATCHUP, reason=f"catch-up of a fire time missed by {lateness:.0f}s",
+            job,
+            latest,
+            TriggerKind.CATCHUP,
+            reason=f"catch-up of a fire time missed by {lateness:.0f}s",
             coalesced=skipped_over,
         )
     else:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ from lib.app import App, build_app
 from lib.config import Config, parse_config
 from tests.fakes import FakeClock, FakeRunner
 
-START = datetime(2026, 3, 2, 0, 0, tzinfo=timezone.utc)  # a Monday
+START = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)  # a Monday
 
 
 @pytest.fixture

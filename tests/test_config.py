@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -47,8 +47,8 @@ def test_minimal_job_gets_documented_defaults(tmp_path: Path, project: Path) -> 
     assert (job.overlap, job.catchup, job.enabled, job.timeout) == ("skip", "none", True, None)
     assert config.state_dir == tmp_path / "state"  # relative to the file, not the cwd
     assert config.max_parallel == 4
-    start = datetime(2026, 1, 1, 7, tzinfo=timezone.utc)
-    assert job.trigger.next_after(start) == datetime(2026, 1, 2, 6, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1, 7, tzinfo=UTC)
+    assert job.trigger.next_after(start) == datetime(2026, 1, 2, 6, tzinfo=UTC)
 
 
 def test_every_key_is_read(tmp_path: Path, project: Path) -> None:
@@ -190,7 +190,10 @@ def test_unknown_key_without_close_match_lists_known_keys(tmp_path: Path, projec
         ("schedule: '@daily'\n    project_dir: nowhere", "has no dbt_project.yml"),
         ("schedule: '@daily'\n    project_dir: proj\n    commands: [ls -la]", "is not a dbt command"),
         ("schedule: '@daily'\n    project_dir: proj\n    commands: []", "non-empty list of dbt commands"),
-        ("schedule: '@daily'\n    project_dir: proj\n    env_file: missing.env", "missing.env does not exist"),
+        (
+            "schedule: '@daily'\n    project_dir: proj\n    env_file: missing.env",
+            "missing.env does not exist",
+        ),
         ("schedule: '@daily'\n    project_dir: proj\n    enabled: 'yes'", "must be true or false"),
         ("schedule: '@daily'\n    project_dir: proj\n    env: {1BAD: x}", "not a valid environment variable"),
         ("schedule: '@daily'\n    runner: ecs\n    project_dir: proj", "runner 'ecs' is not available"),

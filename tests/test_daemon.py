@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,7 +14,7 @@ from lib.app import App
 from lib.config import Config
 from lib.daemon import Daemon
 from lib.errors import ConfigError, ConfigIssue, LockedError
-from lib.models import RunOutcome, RunStatus, TriggerKind
+from lib.models import RunOutcome, RunStatus
 from lib.runners.base import RunContext
 from tests.conftest import START
 from tests.fakes import CrashingRunner, FakeClock, FakeRunner, InlineExecutor
@@ -54,7 +54,7 @@ def test_a_simulated_week_fires_every_time_exactly_once(
     assert {r["outcome"] for r in hourly} == {"succeeded"}
     assert {r["trigger"] for r in hourly} == {"schedule"}
     berlin = [datetime.fromisoformat(r["scheduled_for"]) for r in runs_of(app, "berlin")]
-    assert berlin == [datetime(2026, 3, d, 5, tzinfo=timezone.utc) for d in range(2, 9)]  # 06:00 CET
+    assert berlin == [datetime(2026, 3, d, 5, tzinfo=UTC) for d in range(2, 9)]  # 06:00 CET
     assert runs_of(app, "off") == []
     # No polling: one wait per distinct fire time (hourly and 06:00 coincide at 05:00 UTC? no: 05:00 vs :00)
     assert len(clock.waits) <= 7 * 24 + 7 + 1
@@ -64,7 +64,7 @@ def test_a_simulated_week_fires_every_time_exactly_once(
 def test_dst_week_keeps_local_time(
     make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
 ) -> None:
-    clock.set(datetime(2026, 3, 26, tzinfo=timezone.utc))
+    clock.set(datetime(2026, 3, 26, tzinfo=UTC))
     config = make_config({"berlin": {"every": "day at 06:00", "timezone": "Europe/Berlin"}})
     app = make_app(config)
     daemon_for(app).run_forever(until=clock.now() + WEEK)
@@ -170,9 +170,9 @@ def test_catchup_latest_runs_the_missed_fire_time_once(
     config = make_config({"daily": {"schedule": "0 6 * * *", "catchup": "latest", "catchup_grace": "3h"}})
     app = make_app(config)
     # A first daemon runs the 06:00 fire time of 2 March, then the host is down until 07:30 on 4 March.
-    daemon_for(app).run_forever(until=datetime(2026, 3, 2, 6, 30, tzinfo=timezone.utc))
-    clock.set(datetime(2026, 3, 4, 7, 30, tzinfo=timezone.utc))
-    daemon_for(app).run_forever(until=datetime(2026, 3, 4, 8, tzinfo=timezone.utc))
+    daemon_for(app).run_forever(until=datetime(2026, 3, 2, 6, 30, tzinfo=UTC))
+    clock.set(datetime(2026, 3, 4, 7, 30, tzinfo=UTC))
+    daemon_for(app).run_forever(until=datetime(2026, 3, 4, 8, tzinfo=UTC))
     runs = runs_of(app, "daily")
     assert [(r["trigger"], r["scheduled_for"]) for r in runs] == [
         ("schedule", "2026-03-02T06:00:00+00:00"),
@@ -185,9 +185,9 @@ def test_catchup_beyond_grace_is_recorded_as_skipped(
 ) -> None:
     config = make_config({"daily": {"schedule": "0 6 * * *", "catchup": "latest", "catchup_grace": "1h"}})
     app = make_app(config)
-    daemon_for(app).run_forever(until=datetime(2026, 3, 2, 6, 30, tzinfo=timezone.utc))
-    clock.set(datetime(2026, 3, 3, 9, 0, tzinfo=timezone.utc))
-    daemon_for(app).run_forever(until=datetime(2026, 3, 3, 9, 1, tzinfo=timezone.utc))
+    daemon_for(app).run_forever(until=datetime(2026, 3, 2, 6, 30, tzinfo=UTC))
+    clock.set(datetime(2026, 3, 3, 9, 0, tzinfo=UTC))
+    daemon_for(app).run_forever(until=datetime(2026, 3, 3, 9, 1, tzinfo=UTC))
     runs = runs_of(app, "daily")
     assert [r["outcome"] for r in runs] == ["succeeded", "skipped"]
     assert "catch-up grace" in runs[1]["reason"]
@@ -198,9 +198,9 @@ def test_catchup_none_does_not_run_what_was_missed_while_down(
 ) -> None:
     config = make_config({"daily": {"schedule": "0 6 * * *"}})
     app = make_app(config)
-    daemon_for(app).run_forever(until=datetime(2026, 3, 2, 6, 30, tzinfo=timezone.utc))
-    clock.set(datetime(2026, 3, 4, 7, 30, tzinfo=timezone.utc))
-    daemon_for(app).run_forever(until=datetime(2026, 3, 5, 7, 0, tzinfo=timezone.utc))
+    daemon_for(app).run_forever(until=datetime(2026, 3, 2, 6, 30, tzinfo=UTC))
+    clock.set(datetime(2026, 3, 4, 7, 30, tzinfo=UTC))
+    daemon_for(app).run_forever(until=datetime(2026, 3, 5, 7, 0, tzinfo=UTC))
     assert [r["scheduled_for"] for r in runs_of(app, "daily")] == [
         "2026-03-02T06:00:00+00:00",
         "2026-03-05T06:00:00+00:00",

@@ -17,7 +17,7 @@ from lib.history import History
 REPO = Path(__file__).resolve().parents[1]
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
+def wait_for(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -32,7 +32,10 @@ def history(config: Path) -> list[dict]:
         return History(config.parent / "state" / "history.db").runs(limit=100)
     out = subprocess.run(
         [sys.executable, "scheduler.py", "--config", str(config), "history", "--json", "--limit", "100"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout)
 
@@ -54,7 +57,9 @@ def test_daemon_runs_records_reloads_and_stops(tmp_path: Path) -> None:
     with open(log_path, "w") as log:
         daemon = subprocess.Popen(
             [sys.executable, "scheduler.py", "--config", str(config), "run"],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
         )
     try:
@@ -62,7 +67,10 @@ def test_daemon_runs_records_reloads_and_stops(tmp_path: Path) -> None:
         # A second daemon on the same state_dir is refused, naming the first.
         second = subprocess.run(
             [sys.executable, "scheduler.py", "--config", str(config), "run"],
-            cwd=REPO, capture_output=True, text=True, timeout=60,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert second.returncode == 2
         assert "another dbt-scheduler daemon already runs" in second.stderr

@@ -22,7 +22,11 @@ def cli(config: Path, *args: str, secret: str = "") -> subprocess.CompletedProce
         env["DBT_ENV_SECRET_DEMO_TOKEN"] = secret
     return subprocess.run(
         [sys.executable, "scheduler.py", "--config", str(config), *args],
-        cwd=REPO, capture_output=True, text=True, env=env, timeout=240,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
     )
 
 

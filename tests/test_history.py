@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from lib.history import SCHEMA_VERSION, History
 from lib.models import Job, NodeResult, RunOutcome, RunRecord, RunRequest, RunStatus, TriggerKind
 from lib.triggers import parse_cron
-from zoneinfo import ZoneInfo
 
-T0 = datetime(2026, 5, 1, 6, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 5, 1, 6, 0, tzinfo=UTC)
 JOB = Job(name="nightly", trigger=parse_cron("0 6 * * *", ZoneInfo("UTC")), timezone=ZoneInfo("UTC"))
 
 

@@ -29,12 +29,20 @@ def make_job(tmp_path: Path, **kw: object) -> Job:
     return Job(**base)  # type: ignore[arg-type]
 
 
-def run(tmp_path: Path, script: str, job: Job | None = None, cancel: CancelToken | None = None,
-        masker: SecretMasker | None = None, base_env: dict[str, str] | None = None,
-        lines: list[str] | None = None):
+def run(
+    tmp_path: Path,
+    script: str,
+    job: Job | None = None,
+    cancel: CancelToken | None = None,
+    masker: SecretMasker | None = None,
+    base_env: dict[str, str] | None = None,
+    lines: list[str] | None = None,
+):
     path = tmp_path / "script.sh"
     path.write_text(script)
-    runner = LocalRunner(script=path, base_env=base_env or {"PATH": os.environ["PATH"]}, stop_sequence=FAST_STOP)
+    runner = LocalRunner(
+        script=path, base_env=base_env or {"PATH": os.environ["PATH"]}, stop_sequence=FAST_STOP
+    )
     job = job or make_job(tmp_path)
     ctx = RunContext(
         request=RunRequest(job, "r1", TriggerKind.MANUAL),
@@ -50,7 +58,9 @@ def run(tmp_path: Path, script: str, job: Job | None = None, cancel: CancelToken
 def test_environment_precedence_and_scheduler_variables(tmp_path: Path) -> None:
     env_file = tmp_path / "job.env"
     env_file.write_text("FROM_FILE=file\nBOTH=file\n")
-    job = make_job(tmp_path, env_file=env_file, env={"BOTH": "job"}, target="prod", commands=("dbt run", "dbt test"))
+    job = make_job(
+        tmp_path, env_file=env_file, env={"BOTH": "job"}, target="prod", commands=("dbt run", "dbt test")
+    )
     outcome = run(
         tmp_path,
         'echo "BOTH=$BOTH FILE=$FROM_FILE BASE=$BASE TARGET=$DBT_TARGET PROJECT=$DBT_PROJECT_DIR"\n'

@@ -110,7 +110,9 @@ def classify_exit(
         return RunStatus.FAILED, summary
     if error_marker:
         return RunStatus.FAILED, error_marker
-    last = next((line.strip() for line in reversed(log_tail) if line.strip() and "[run_commands]" not in line), "")
+    last = next(
+        (line.strip() for line in reversed(log_tail) if line.strip() and "[run_commands]" not in line), ""
+    )
     detail = f": {last[:200]}" if last else ""
     artifacts = " (dbt wrote no run_results.json)" if nodes is None else ""
     return RunStatus.FAILED, f"exit code {exit_code}{artifacts}{detail}"

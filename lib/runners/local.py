@@ -6,6 +6,7 @@ The embedded default: it runs on the ops box itself with the dbt found on PATH
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -107,8 +108,9 @@ class LocalRunner:
 
         nodes = load_node_results(ctx.run_dir)
         if timed_out:
-            status, reason = RunStatus.TIMED_OUT, (
-                f"exceeded its timeout of {_fmt_seconds(job.timeout)}: the run was stopped"
+            status, reason = (
+                RunStatus.TIMED_OUT,
+                (f"exceeded its timeout of {_fmt_seconds(job.timeout)}: the run was stopped"),
             )
         elif cancelled:
             status, reason = RunStatus.CANCELLED, "cancelled: the scheduler was stopping"
@@ -184,10 +186,8 @@ class _OutputWatcher:
                 self.git_sha = rest
             elif kind == "ERROR":
                 self.error_marker = rest
-        try:
+        with contextlib.suppress(Exception):  # a broken console must not break the run
             self.ctx.on_line(line)
-        except Exception:  # a broken console must not break the run
-            pass
 
     def join(self) -> None:
         if self._thread is not None:
