@@ -97,7 +97,10 @@ def _app(args: argparse.Namespace) -> Any:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    # Piped or under systemd there is no terminal width: rich's default of 80 columns
+    # would fold tables into unreadable slivers, so give files and journals more room.
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+    return Console(highlight=False, soft_wrap=False, width=width)
 
 
 def _local(moment: datetime | None, tz: Any = None) -> str:
@@ -199,7 +202,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     from lib.durations import format_duration
 
     table = Table(title=f"history{f' of {args.job}' if args.job else ''} (newest first)")
-    for column in ("run id", "job", "trigger", "started", "outcome", "duration", "reason"):
+    table.add_column("run id", no_wrap=True)
+    for column in ("job", "trigger", "started (UTC)", "outcome", "duration", "reason"):
         table.add_column(column, overflow="fold")
     for run in runs:
         duration = format_duration(run["duration_s"]) if run["duration_s"] is not None else "-"
@@ -208,7 +212,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             run["run_id"],
             run["job"],
             trigger,
-            run["started_at"],
+            run["started_at"][:19].replace("T", " "),
             run["outcome"],
             duration,
             run["reason"] or "",
