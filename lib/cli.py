@@ -193,8 +193,6 @@ def cmd_history(args: argparse.Namespace) -> int:
         app.config.job(args.job)  # an unknown job is an error, not an empty list
     runs = app.history.runs(args.job, limit=args.limit)
     if args.json:
-        for run in runs:
-            run.pop("run_dir", None)
         print(json.dumps(runs, indent=2))
         return EXIT_OK
     from rich.table import Table

@@ -50,7 +50,7 @@ MIGRATIONS: list[str] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-# The columns `history --json` prints, named like report.json's keys.
+# The columns `history --json` prints (with run_dir), named like report.json's keys.
 COLUMNS = (
     "job",
     "run_id",
