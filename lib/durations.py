@@ -70,13 +70,15 @@ def parse_duration(value: str | int | float) -> float:
     return seconds
 
 
-def format_duration(seconds: float) -> str:
+def format_duration(seconds: float | None) -> str:
     """A short label for a number of seconds: "45s", "2.5s", "0.3s", "1m 5s", "1h 30m", "2d 3h".
 
     Under a minute, one decimal is shown when the value is not whole ("2.5s"); from a
     minute up the value is rounded to whole seconds and only non-zero units are listed,
     largest first. Negative values get a leading "-".
     """
+    if seconds is None:
+        return "-"
     if seconds < 0:
         return "-" + format_duration(-seconds)
     tenths = round(seconds, 1)

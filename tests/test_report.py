@@ -18,7 +18,7 @@ from lib.dbt_results import load_node_results, summarize
 from lib.models import NodeResult, RunOutcome, RunRecord, RunStatus, TriggerKind
 from lib.report import RunProgress, parse_marker, record_to_dict, render_summary, write_reports
 from lib.report.console import ProgressState
-from lib.report.files import format_duration, write_atomically
+from lib.report.files import write_atomically
 from lib.secrets import MASK, SecretMasker
 
 ARTIFACTS = Path(__file__).parent / "data" / "artifacts"
@@ -206,7 +206,7 @@ def test_report_markdown(tmp_path: Path) -> None:
     assert md.startswith("# nightly: failed\n")
     assert "| Trigger | schedule |" in md
     assert "| Scheduled for | 2026-11-27T02:00:00+02:00 |" in md
-    assert "| Duration | 2m 06s |" in md
+    assert "| Duration | 2m 6s |" in md
     assert "| Exit code | 1 |" in md
     assert "| Git SHA | `0123456789abcdef0123` |" in md
     assert "| Log | `/var/lib/dbt-scheduler/runs/nightly/20261127-0200/run.log` |" in md
@@ -237,7 +237,7 @@ def test_succeeded_report_has_no_problem_tables(tmp_path: Path) -> None:
     md = write_reports(manual_record(), tmp_path, SecretMasker())["md"].read_text()
     assert "# hourly: succeeded" in md
     assert "| Trigger | manual by alice |" in md
-    assert "| Duration | 4.0s |" in md
+    assert "| Duration | 4s |" in md
     assert "| Log | - |" in md
     assert "##" not in md
 
@@ -265,14 +265,6 @@ def test_failed_atomic_write_keeps_old_file_and_cleans_up(
     assert os.listdir(tmp_path) == ["report.json"]
 
 
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [(None, "-"), (0.42, "0.4s"), (59.94, "59.9s"), (60, "1m 00s"), (125.5, "2m 06s"), (3723, "1h 02m 03s")],
-)
-def test_format_duration(seconds: float | None, text: str) -> None:
-    assert format_duration(seconds) == text
-
-
 # --- render_summary -----------------------------------------------------------------------
 
 
@@ -281,7 +273,7 @@ def test_render_summary_failed_run() -> None:
     render_summary(failing_record(log_url="https://console.example/logs/1"), console)
     text = console.export_text()
     assert "\x1b" not in console.file.getvalue()  # type: ignore[attr-defined]
-    assert text.startswith("nightly failed in 2m 06s (exit code 1)\n")
+    assert text.startswith("nightly failed in 2m 6s (exit code 1)\n")
     assert "PASS=6 WARN=1 ERROR=3 SKIP=7 TOTAL=17" in text
     assert "Reason: 2 tests failed (not_null_stg_orders_order_id" in text
     for name in ("not_null_stg_orders_order_id", "customer_names", "vip_customers::test_vip_customers"):
@@ -305,7 +297,7 @@ def test_render_summary_failed_run() -> None:
 def test_render_summary_succeeded_run_is_short() -> None:
     console = plain_console()
     render_summary(manual_record(git_sha="abc123"), console)
-    assert console.export_text() == "hourly succeeded in 4.0s\nrun r1 · manual by alice · git abc123\n"
+    assert console.export_text() == "hourly succeeded in 4s\nrun r1 · manual by alice · git abc123\n"
 
 
 def test_render_summary_colours_on_a_terminal() -> None:

@@ -17,9 +17,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from lib.dbt_results import dbt_counts, display_name, problem_nodes, skipped_nodes, strip_ansi
+from lib.durations import format_duration
 from lib.markers import parse_marker
 from lib.models import RunRecord, RunStatus
-from lib.report.files import format_duration
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.dbt_results import dbt_counts, display_name, problem_nodes, skipped_nodes
+from lib.durations import format_duration
 from lib.models import NodeResult, RunRecord, count_statuses
 from lib.secrets import SecretMasker
 
@@ -26,18 +27,6 @@ MARKDOWN_NAME = "report.md"
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
-
-
-def format_duration(seconds: float | None) -> str:
-    """A duration the way people read it: `0.4s`, `12.3s`, `2m 05s`, `1h 02m 03s`."""
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
 
 
 def node_to_dict(node: NodeResult) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from lib.dbt_results import load_node_results
+from lib.durations import format_duration
 from lib.markers import parse_marker
 from lib.models import RunOutcome, RunStatus
 from lib.run_env import EnvFileError, job_environment, scheduler_variables
@@ -110,7 +111,7 @@ class LocalRunner:
         if timed_out:
             status, reason = (
                 RunStatus.TIMED_OUT,
-                (f"exceeded its timeout of {_fmt_seconds(job.timeout)}: the run was stopped"),
+                f"exceeded its timeout of {format_duration(job.timeout)}: the run was stopped",
             )
         elif cancelled:
             status, reason = RunStatus.CANCELLED, "cancelled: the scheduler was stopping"
@@ -192,9 +193,3 @@ class _OutputWatcher:
     def join(self) -> None:
         if self._thread is not None:
             self._thread.join()
-
-
-def _fmt_seconds(seconds: float | None) -> str:
-    from lib.durations import format_duration
-
-    return format_duration(seconds) if seconds is not None else "none"
