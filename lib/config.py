@@ -16,7 +16,7 @@ import difflib
 import re
 import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -25,14 +25,13 @@ import yaml
 
 from lib.durations import parse_duration
 from lib.errors import ConfigError, ConfigIssue
-from lib.models import GitSource, Job, Trigger
+from lib.models import AwsSettings, DockerSettings, GitSource, Job, Trigger
 from lib.triggers import parse_cron, parse_every
 
 RUNNERS = ("local", "docker", "ecs")
-AVAILABLE_RUNNERS = ("local",)  # docker and ecs are validated now, implemented in a later release
 OVERLAP_POLICIES = ("skip", "allow")
 CATCHUP_POLICIES = ("none", "latest")
-TOP_LEVEL_KEYS = ("defaults", "state_dir", "max_parallel", "shutdown_grace", "jobs")
+TOP_LEVEL_KEYS = ("defaults", "state_dir", "max_parallel", "shutdown_grace", "aws", "docker", "jobs")
 JOB_KEYS = (
     "description",
     "schedule",
@@ -51,7 +50,12 @@ JOB_KEYS = (
     "catchup",
     "catchup_grace",
     "enabled",
+    "image",
 )
+AWS_KEYS = tuple(f.name for f in fields(AwsSettings))
+DOCKER_KEYS = tuple(f.name for f in fields(DockerSettings))
+LAUNCH_TYPES = ("EC2", "FARGATE")
+ENGINES = ("docker", "podman")
 GIT_KEYS = ("url", "ref", "subdir")
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -69,6 +73,8 @@ class Config:
     jobs: dict[str, Job]
     max_parallel: int = DEFAULT_MAX_PARALLEL
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE  # seconds a running job gets on SIGTERM
+    aws: AwsSettings | None = None
+    docker: DockerSettings = field(default_factory=DockerSettings)
     raw_jobs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def job(self, name: str) -> Job:
@@ -186,6 +192,9 @@ def parse_config(
         defaults = {}
     _check_unknown(defaults, JOB_KEYS, "defaults", issues)
 
+    aws = _aws(data.get("aws"), base_dir, issues) if data.get("aws") is not None else None
+    docker = _docker(data.get("docker"), issues) if data.get("docker") is not None else DockerSettings()
+
     raw_jobs = data.get("jobs")
     jobs: dict[str, Job] = {}
     if raw_jobs is None:
@@ -197,6 +206,7 @@ def parse_config(
     for name, raw in raw_jobs.items():
         job = _parse_job(str(name), raw, defaults, base_dir, issues)
         if job is not None:
+            _check_runner_needs(job, aws, issues)
             jobs[job.name] = job
 
     if issues.items:
@@ -207,6 +217,8 @@ def parse_config(
         jobs=jobs,
         max_parallel=max_parallel,
         shutdown_grace=shutdown_grace if shutdown_grace is not None else DEFAULT_SHUTDOWN_GRACE,
+        aws=aws,
+        docker=docker,
         raw_jobs=raw_jobs,
     )
 
@@ -234,11 +246,6 @@ def _parse_job(name: str, raw: Any, defaults: dict, base_dir: Path, issues: _Iss
     runner = merged.get("runner", "local")
     if runner not in RUNNERS:
         issues.add(key_path("runner"), f"{runner!r} is not a runner: use one of {', '.join(RUNNERS)}")
-    elif runner not in AVAILABLE_RUNNERS:
-        issues.add(
-            key_path("runner"),
-            f"runner {runner!r} is not available in this release yet: use 'local'",
-        )
 
     project_dir = _optional_path(merged, "project_dir", base_dir, key_path, issues)
     git = _git(merged.get("git"), key_path("git"), issues)
@@ -292,7 +299,109 @@ def _parse_job(name: str, raw: Any, defaults: dict, base_dir: Path, issues: _Iss
         catchup_grace=catchup_grace or 3600.0,
         enabled=enabled,
         description=str(description) if description is not None else None,
+        image=_optional_str(merged, "image", key_path, issues),
     )
+
+
+def _check_runner_needs(job: Job, aws: AwsSettings | None, issues: _Issues) -> None:
+    """What a job's runner needs from the rest of the file."""
+    where = f"jobs.{job.name}"
+    if job.runner != "ecs":
+        return
+    if aws is None:
+        issues.add(f"{where}.runner", "runner 'ecs' needs an `aws:` section (region, cluster, bucket…)")
+    if job.git is None:
+        issues.add(
+            where,
+            "runner 'ecs' fetches the code in the task: set `git: {url: …}` instead of `project_dir`",
+        )
+    if job.env_file is not None:
+        issues.add(
+            f"{where}.env_file",
+            "an ECS task reads its env file from S3: put these variables in `aws.env_file` "
+            "(uploaded by `scheduler.py bootstrap`)",
+        )
+    if job.profiles_dir is not None:
+        issues.add(f"{where}.profiles_dir", "an ECS task uses the profiles.yml in the project: remove it")
+
+
+def _aws(value: Any, base_dir: Path, issues: _Issues) -> AwsSettings | None:
+    if not isinstance(value, dict):
+        issues.add("aws", "must be a mapping (region, cluster, bucket…)")
+        return None
+    before = len(issues.items)
+    _check_unknown(value, AWS_KEYS, "aws", issues)
+    known = {k: v for k, v in value.items() if k in AWS_KEYS and v is not None}
+    region = known.get("region")
+    if not isinstance(region, str) or not region:
+        issues.add("aws.region", "missing: the AWS region, e.g. eu-west-1")
+    launch_type = str(known.get("launch_type", "EC2")).upper()
+    if launch_type not in LAUNCH_TYPES:
+        issues.add("aws.launch_type", f"{known['launch_type']!r} is not allowed: use EC2 or FARGATE")
+    if launch_type == "FARGATE" and not known.get("subnets"):
+        issues.add("aws.subnets", "FARGATE tasks need at least one subnet (awsvpc networking)")
+    settings: dict[str, Any] = {"launch_type": launch_type}
+    for key in ("subnets", "security_groups"):
+        items = known.get(key, [])
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            issues.add(f"aws.{key}", "must be a list of ids")
+        else:
+            settings[key] = tuple(items)
+    for key in ("cpu", "memory", "log_retention_days", "start_retries"):
+        if key in known:
+            number = known[key]
+            if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+                issues.add(f"aws.{key}", f"must be a whole number, got {number!r}")
+            else:
+                settings[key] = number
+    for key in ("poll_interval", "start_retry_backoff"):
+        if key in known:
+            seconds = _duration_or_issue(known[key], f"aws.{key}", issues, allow_zero=True)
+            if seconds is not None:
+                settings[key] = seconds
+    for key in ("env_file", "project_dir"):
+        if key in known:
+            if not isinstance(known[key], str):
+                issues.add(f"aws.{key}", "must be a path (string)")
+            else:
+                settings[key] = _resolve_path(known[key], base_dir)
+    if "assign_public_ip" in known:
+        if not isinstance(known["assign_public_ip"], bool):
+            issues.add("aws.assign_public_ip", "must be true or false")
+        else:
+            settings["assign_public_ip"] = known["assign_public_ip"]
+    if known.get("engine", "docker") not in ENGINES:
+        issues.add("aws.engine", f"{known['engine']!r} is not allowed: use docker or podman")
+    for key in AWS_KEYS:
+        if key in known and key not in settings and key not in ("launch_type",):
+            item = known[key]
+            if not isinstance(item, str) or not item:
+                issues.add(f"aws.{key}", f"must be a non-empty string, got {item!r}")
+            else:
+                settings[key] = item
+    if len(issues.items) > before:
+        return None
+    return AwsSettings(**settings)
+
+
+def _docker(value: Any, issues: _Issues) -> DockerSettings:
+    if not isinstance(value, dict):
+        issues.add("docker", "must be a mapping (engine, image, extra_args)")
+        return DockerSettings()
+    _check_unknown(value, DOCKER_KEYS, "docker", issues)
+    engine = value.get("engine", "docker")
+    if engine not in ENGINES:
+        issues.add("docker.engine", f"{engine!r} is not allowed: use docker or podman")
+        engine = "docker"
+    image = value.get("image", DockerSettings.image)
+    if not isinstance(image, str) or not image:
+        issues.add("docker.image", "must be an image name such as dbt-scheduler:latest")
+        image = DockerSettings.image
+    extra = value.get("extra_args", [])
+    if not isinstance(extra, list) or not all(isinstance(a, str) for a in extra):
+        issues.add("docker.extra_args", "must be a list of strings")
+        extra = []
+    return DockerSettings(engine=engine, image=image, extra_args=tuple(extra))
 
 
 def _merge(defaults: dict, raw: dict) -> dict:

@@ -82,6 +82,48 @@ class GitSource:
 
 
 @dataclass(frozen=True)
+class AwsSettings:
+    """The `aws:` section of jobs.yaml: where ECS jobs run and what bootstrap provisions."""
+
+    region: str
+    endpoint_url: str | None = None  # a moto/LocalStack endpoint; None = real AWS
+    cluster: str = "dbt"
+    launch_type: str = "EC2"  # "EC2" | "FARGATE"
+    subnets: tuple[str, ...] = ()  # FARGATE (awsvpc) only
+    security_groups: tuple[str, ...] = ()
+    assign_public_ip: bool = False
+    bucket: str | None = None  # holds the env file and the run artifacts
+    env_file: Path | None = None  # the local .env that bootstrap uploads
+    env_file_key: str = "dbt-scheduler/dbt.env"
+    artifacts_prefix: str = "dbt-scheduler/artifacts"
+    execution_role: str = "dbt-scheduler-execution"
+    task_role: str = "dbt-scheduler-task"
+    ecr_repository: str = "dbt-scheduler"
+    image: str | None = None  # default: the ECR repository's :latest
+    log_group: str = "/ecs/dbt-scheduler"
+    log_retention_days: int = 30
+    log_stream_prefix: str = "dbt"
+    task_family: str = "dbt-scheduler"
+    container_name: str = "dbt"
+    cpu: int = 1024
+    memory: int = 2048
+    engine: str = "docker"  # what bootstrap builds and pushes the image with: docker | podman
+    project_dir: Path | None = None  # the dbt project bootstrap writes a profiles.yml into
+    poll_interval: float = 10.0  # seconds between describe_tasks calls
+    start_retries: int = 2  # automatic retries of a task that failed to start
+    start_retry_backoff: float = 30.0  # seconds before the first retry; doubles each time
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    """The `docker:` section: how the docker runner starts the job image locally."""
+
+    engine: str = "docker"  # docker | podman
+    image: str = "dbt-scheduler:latest"
+    extra_args: tuple[str, ...] = ()  # e.g. ("--network", "host") or podman's --runtime runc
+
+
+@dataclass(frozen=True)
 class Job:
     """One entry of jobs.yaml after defaults are merged and every value is checked."""
 
@@ -102,6 +144,7 @@ class Job:
     catchup_grace: float = 3600.0  # seconds: how late a missed fire time may still be run
     enabled: bool = True
     description: str | None = None
+    image: str | None = None  # docker runner: overrides docker.image
 
 
 @dataclass(frozen=True)

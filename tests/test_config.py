@@ -196,7 +196,11 @@ def test_unknown_key_without_close_match_lists_known_keys(tmp_path: Path, projec
         ),
         ("schedule: '@daily'\n    project_dir: proj\n    enabled: 'yes'", "must be true or false"),
         ("schedule: '@daily'\n    project_dir: proj\n    env: {1BAD: x}", "not a valid environment variable"),
-        ("schedule: '@daily'\n    runner: ecs\n    project_dir: proj", "runner 'ecs' is not available"),
+        (
+            "schedule: '@daily'\n    runner: ecs\n    project_dir: proj",
+            "runner 'ecs' needs an `aws:` section",
+        ),
+        ("schedule: '@daily'\n    runner: ecs\n    project_dir: proj", "set `git: {url: …}` instead"),
         (
             "schedule: '@daily'\n    git: {url: 'https://bob:tok@example.com/r.git'}",
             "DBT_ENV_SECRET_GIT_TOKEN",
@@ -242,3 +246,61 @@ def test_the_shipped_jobs_yaml_is_valid() -> None:
     config = load_config(REPO / "jobs.yaml")
     assert "example" in config.jobs
     assert config.jobs["example"].project_dir == REPO / "example"
+
+
+def test_aws_and_docker_sections(tmp_path: Path, project: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        aws:
+          region: eu-west-1
+          cluster: analytics
+          bucket: acme-dbt
+          env_file: prod.env
+          poll_interval: 5s
+          cpu: 512
+        docker: {engine: podman, image: "acme/dbt:1", extra_args: [--runtime, runc]}
+        jobs:
+          remote:
+            schedule: "@daily"
+            runner: ecs
+            git: {url: "https://example.com/acme/dbt.git"}
+          local_image:
+            schedule: "@daily"
+            runner: docker
+            project_dir: proj
+            image: acme/dbt:2
+        """,
+    )
+    config = load_config(path)
+    assert config.aws is not None
+    assert (config.aws.region, config.aws.cluster, config.aws.bucket) == (
+        "eu-west-1",
+        "analytics",
+        "acme-dbt",
+    )
+    assert config.aws.env_file == tmp_path / "prod.env"
+    assert (config.aws.poll_interval, config.aws.cpu, config.aws.launch_type) == (5.0, 512, "EC2")
+    assert config.docker.engine == "podman" and config.docker.extra_args == ("--runtime", "runc")
+    assert config.jobs["local_image"].image == "acme/dbt:2"
+
+
+def test_aws_section_errors(tmp_path: Path, project: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        aws: {launch_type: fargate, clustr: x, cpu: lots}
+        jobs:
+          remote:
+            schedule: "@daily"
+            runner: ecs
+            git: {url: "https://example.com/acme/dbt.git"}
+            env_file: x.env
+        """,
+    )
+    errors = "\n".join(errors_of(path))
+    assert "aws.region: missing" in errors
+    assert "aws.subnets: FARGATE tasks need at least one subnet" in errors
+    assert "aws.clustr: unknown key: did you mean 'cluster'?" in errors
+    assert "aws.cpu: must be a whole number" in errors
+    assert "jobs.remote.env_file:" in errors
