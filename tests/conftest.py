@@ -46,3 +46,7 @@ def make_app(clock: FakeClock) -> Callable[..., App]:
         return build_app(config, clock=clock, runners={"local": runner or FakeRunner()}, base_env={})
 
     return make
+
+
+# The moto server fixtures (moto_endpoint, aws_settings, aws_clients) for every AWS test.
+from tests.aws_helpers import aws_clients, aws_settings, moto_endpoint  # noqa: E402, F401

@@ -1,0 +1,51 @@
+"""The one boto3 client factory.
+
+One client per service for the life of the process: a daemon holding 100 ECS jobs
+builds one `ecs` client, not 100 (each costs ~1-2 MB and a credentials lookup).
+boto3 clients are thread-safe once built; building them is not, hence the lock.
+`endpoint_url` points every client at moto (tests) or LocalStack instead of AWS.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from lib.models import AwsSettings
+
+
+class AwsClients:
+    def __init__(self, settings: AwsSettings, session: Any = None) -> None:
+        self.settings = settings
+        self._session = session
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def client(self, service: str) -> Any:
+        """The shared client for `service` (ecs, s3, iam, ecr, logs, sts…)."""
+        with self._lock:
+            if service not in self._clients:
+                if self._session is None:
+                    import boto3  # here, not at module level: local-only daemons never pay for it
+
+                    self._session = boto3.session.Session()
+                kwargs: dict[str, Any] = {"region_name": self.settings.region}
+                if self.settings.endpoint_url:
+                    kwargs["endpoint_url"] = self.settings.endpoint_url
+                self._clients[service] = self._session.client(service, **kwargs)
+            return self._clients[service]
+
+    def ecs(self) -> Any:
+        return self.client("ecs")
+
+    def s3(self) -> Any:
+        return self.client("s3")
+
+    def logs(self) -> Any:
+        return self.client("logs")
+
+    def iam(self) -> Any:
+        return self.client("iam")
+
+    def ecr(self) -> Any:
+        return self.client("ecr")
