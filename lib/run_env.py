@@ -93,3 +93,43 @@ def job_environment(job: Job, base: Mapping[str, str] | None = None) -> dict[str
     env.update(read_env_file(job))
     env.update(job.env)
     return env
+
+
+def container_variables(
+    job: Job,
+    request: RunRequest,
+    artifacts_s3_uri: str | None = None,
+    project_dir: str | None = None,
+    artifacts_dir: str | None = None,
+) -> dict[str, str]:
+    """The variables a containerised run (docker, ECS) gets besides its env file.
+
+    The job's `env` comes first so the scheduler-owned names below always win. Paths
+    are the container's own: `project_dir` where a local project is mounted,
+    `artifacts_dir` where the host's run folder is mounted.
+    """
+    env = dict(job.env)
+    env.update(
+        {
+            "DBT_COMMANDS": "\n".join(effective_commands(job, request.select)),
+            "DBT_SCHEDULER_JOB": job.name,
+            "DBT_SCHEDULER_RUN_ID": request.run_id,
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": env.get("DBT_SEND_ANONYMOUS_USAGE_STATS", "false"),
+        }
+    )
+    target = request.target or job.target
+    if target:
+        env["DBT_TARGET"] = target
+    if job.git is not None:
+        env["DBT_GIT_URL"] = job.git.url
+        if job.git.ref:
+            env["DBT_GIT_REF"] = job.git.ref
+        if job.git.subdir:
+            env["DBT_GIT_SUBDIR"] = job.git.subdir
+    elif project_dir is not None:
+        env["DBT_PROJECT_DIR"] = project_dir
+    if artifacts_s3_uri:
+        env["DBT_ARTIFACTS_S3_URI"] = artifacts_s3_uri
+    if artifacts_dir:
+        env["DBT_ARTIFACTS_DIR"] = artifacts_dir
+    return env
