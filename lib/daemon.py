@@ -101,10 +101,15 @@ class Daemon:
                 "another state_dir"
             )
         now = self.clock.now()
+        to_follow = self._runs_to_reattach(now)
         abandoned = self.history.close_abandoned(now, "the scheduler stopped before this run finished")
         if abandoned:
             log.warning("marked %d run(s) left running by a previous daemon as cancelled", abandoned)
         self._executor = self.executor_factory(self.config.max_parallel)
+        for request, external_id, started_at in to_follow:
+            log.info("%s: re-attaching to run %s (%s)", request.job.name, request.run_id, external_id)
+            token = self._track(request)
+            self._executor.submit(self._run, request, token, (external_id, started_at))
         self._plan(self.config.jobs.values(), now)
         log.info(
             "dbt-scheduler started: %d job(s), state_dir %s, max_parallel %d",
@@ -112,6 +117,38 @@ class Daemon:
             self.config.state_dir,
             self.config.max_parallel,
         )
+
+    def _runs_to_reattach(self, now: datetime) -> list[tuple[RunRequest, str, datetime]]:
+        """Runs a previous daemon left going remotely (an ECS task) that this one can follow."""
+        follow = []
+        for row in self.history.running():
+            if not row["external_id"]:
+                continue
+            job = self.config.jobs.get(row["job"])
+            if job is None or not self.service.can_reattach(job):
+                why = (
+                    "no longer in jobs.yaml" if job is None else f"its runner {job.runner!r} cannot re-attach"
+                )
+                self.history.close_run(
+                    row["run_id"], now, "cancelled", f"not followed after a restart: {why}"
+                )
+                continue
+            request = RunRequest(
+                job=job,
+                run_id=row["run_id"],
+                trigger=TriggerKind(row["trigger"]),
+                scheduled_for=datetime.fromisoformat(row["scheduled_for"]) if row["scheduled_for"] else None,
+                triggered_by=row["triggered_by"],
+            )
+            follow.append((request, row["external_id"], datetime.fromisoformat(row["started_at"])))
+        return follow
+
+    def _track(self, request: RunRequest) -> CancelToken:
+        token = CancelToken()
+        with self._lock:
+            self._active.setdefault(request.job.name, {})[request.run_id] = token
+            self._idle.clear()
+        return token
 
     def _plan(self, jobs: Iterable[Job], now: datetime, keep: dict[str, datetime] | None = None) -> None:
         for job in jobs:
@@ -173,14 +210,9 @@ class Daemon:
             if decision.coalesced:
                 log.info("%s: %d earlier fire time(s) coalesced into this run", job.name, decision.coalesced)
             with self._lock:
-                active = len(self._active.get(job.name, {}))
-                if overlap_blocks(job, active):
-                    blocked = True
-                else:
-                    blocked = False
-                    token = CancelToken()
-                    self._active.setdefault(job.name, {})[request.run_id] = token
-                    self._idle.clear()
+                blocked = overlap_blocks(job, len(self._active.get(job.name, {})))
+                if not blocked:
+                    token = self._track(request)
             if blocked:
                 reason = "previous run still running; overlap: skip"
                 log.warning("%s: skipped the run due %s: %s", job.name, decision.scheduled_for, reason)
@@ -190,10 +222,15 @@ class Daemon:
             assert self._executor is not None
             self._executor.submit(self._run, request, token)
 
-    def _run(self, request: RunRequest, token: CancelToken) -> RunRecord | None:
+    def _run(
+        self, request: RunRequest, token: CancelToken, reattach: tuple[str, datetime] | None = None
+    ) -> RunRecord | None:
         try:
             on_line = (lambda line: self.on_line(request, line)) if self.on_line else (lambda line: None)
-            record = self.service.execute(request, on_line=on_line, cancel=token)
+            if reattach is not None:
+                record = self.service.reattach(request, *reattach, on_line=on_line, cancel=token)
+            else:
+                record = self.service.execute(request, on_line=on_line, cancel=token)
             log.info(
                 "%s: run %s %s in %.1fs%s",
                 request.job.name,

@@ -116,15 +116,50 @@ class RunService:
             if lock is not None:
                 lock.release()
 
+    def reattach(
+        self,
+        request: RunRequest,
+        external_id: str,
+        started_at: datetime,
+        on_line: Callable[[str], None] = lambda line: None,
+        cancel: CancelToken | None = None,
+    ) -> RunRecord:
+        """Follow a run a previous daemon started (e.g. an ECS task) to its end and record it.
+
+        Used at start-up for history rows still `running` with an external id, so a
+        restarted daemon records the outcome instead of running the job again.
+        """
+        job = request.job
+        lock = job_lock(self.state_dir, job.name) if job.overlap == "skip" else None
+        holder = f"pid={os.getpid()} run_id={request.run_id} reattached"
+        if lock is not None and not lock.try_acquire(holder):
+            # Someone else (another daemon?) already follows it: leave the row to them.
+            log.warning("%s: run %s is followed by %s", job.name, request.run_id, lock.holder())
+            return self._record_for(request, started_at, RunOutcome(RunStatus.SKIPPED), None)
+        try:
+            return self._execute_locked(
+                request, on_line, cancel or CancelToken(), reattach_to=(external_id, started_at)
+            )
+        finally:
+            if lock is not None:
+                lock.release()
+
     def _execute_locked(
-        self, request: RunRequest, on_line: Callable[[str], None], cancel: CancelToken
+        self,
+        request: RunRequest,
+        on_line: Callable[[str], None],
+        cancel: CancelToken,
+        reattach_to: tuple[str, datetime] | None = None,
     ) -> RunRecord:
         job = request.job
         run_dir = self.run_dir(request)
         run_dir.mkdir(parents=True, exist_ok=True)
         masker = self.masker_for(job)
-        started_at = self.clock.now()
-        self.history.start(request, started_at, run_dir)
+        if reattach_to is None:
+            started_at = self.clock.now()
+            self.history.start(request, started_at, run_dir)
+        else:
+            started_at = reattach_to[1]
         ctx = RunContext(
             request=request,
             run_dir=run_dir,
@@ -135,9 +170,20 @@ class RunService:
             cache_dir=self.state_dir / "cache" / job.name,
             on_external_id=lambda ext, url: self.history.set_external_id(request.run_id, ext, url),
         )
-        outcome = self._safe_run(job, ctx)
-        record = RunRecord(
-            job=job.name,
+        outcome = self._safe_run(job, ctx, reattach_to[0] if reattach_to else None)
+        record = self._record_for(request, started_at, outcome, run_dir)
+        try:
+            write_reports(record, run_dir, masker)
+        except OSError as exc:  # a full disk must not lose the history row
+            log.error("%s: could not write the report in %s: %s", job.name, run_dir, exc)
+        self._record_end(record)
+        return record
+
+    def _record_for(
+        self, request: RunRequest, started_at: datetime, outcome: RunOutcome, run_dir: Path | None
+    ) -> RunRecord:
+        return RunRecord(
+            job=request.job.name,
             run_id=request.run_id,
             trigger=request.trigger,
             outcome=outcome,
@@ -147,18 +193,17 @@ class RunService:
             triggered_by=request.triggered_by,
             run_dir=run_dir,
         )
-        try:
-            write_reports(record, run_dir, masker)
-        except OSError as exc:  # a full disk must not lose the history row
-            log.error("%s: could not write the report in %s: %s", job.name, run_dir, exc)
-        self._record_end(record)
-        return record
 
-    def _safe_run(self, job: Job, ctx: RunContext) -> RunOutcome:
+    def can_reattach(self, job: Job) -> bool:
+        return hasattr(self.runners.get(job.runner), "reattach")
+
+    def _safe_run(self, job: Job, ctx: RunContext, reattach_to: str | None = None) -> RunOutcome:
         runner = self.runners.get(job.runner)
         if runner is None:
             return RunOutcome(RunStatus.FAILED_TO_START, reason=f"no runner {job.runner!r} is configured")
         try:
+            if reattach_to is not None:
+                return runner.reattach(ctx, reattach_to)  # type: ignore[attr-defined]
             return runner.run(ctx)
         except Exception as exc:  # dbt-core's safe_run: a crash is a result, not the end of the daemon
             detail = ctx.masker("".join(traceback.format_exception(exc)))

@@ -210,6 +210,14 @@ class History:
             )
             return cursor.rowcount
 
+    def close_run(self, run_id: str, finished_at: datetime, outcome: str, reason: str) -> None:
+        """End a `running` row that no one can follow any more."""
+        with self._connect() as conn:
+            conn.execute(
+                "UPDATE runs SET outcome = ?, reason = ?, finished_at = ? WHERE run_id = ? AND outcome = ?",
+                (outcome, reason, _iso(finished_at), run_id, RUNNING),
+            )
+
     # ------------------------------------------------------------------ reading
 
     def runs(self, job: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from lib.app import App
 from lib.config import Config
 from lib.daemon import Daemon
 from lib.errors import ConfigError, ConfigIssue, LockedError
-from lib.models import RunOutcome, RunStatus
+from lib.models import RunOutcome, RunRequest, RunStatus, TriggerKind
 from lib.runners.base import RunContext
 from tests.conftest import START
 from tests.fakes import CrashingRunner, FakeClock, FakeRunner, InlineExecutor
@@ -321,3 +322,39 @@ def test_loop_exits_on_stop_request(
     assert daemon.run_forever() == 0
     assert len(runs_of(app, "a")) == 2
     assert clock.now() == START + timedelta(hours=2)
+
+
+def test_restart_reattaches_to_remote_runs_instead_of_running_again(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    config = make_config({"remote": {"schedule": "0 6 * * *"}})
+
+    class Reattaching(FakeRunner):
+        def __init__(self) -> None:
+            super().__init__()
+            self.followed: list[str] = []
+
+        def reattach(self, ctx: RunContext, external_id: str) -> RunOutcome:
+            self.followed.append(external_id)
+            return RunOutcome(RunStatus.SUCCEEDED, external_id=external_id, exit_code=0)
+
+    runner = Reattaching()
+    app = make_app(config, runner)
+    started = START - timedelta(minutes=5)
+    job = config.jobs["remote"]
+    app.history.start(RunRequest(job, "r-remote", TriggerKind.SCHEDULE, started), started, None)
+    app.history.set_external_id("r-remote", "arn:aws:ecs:eu-west-1:1:task/dbt/abc")
+    gone = RunRequest(replace(job, name="gone"), "r-gone", TriggerKind.SCHEDULE, started)
+    app.history.start(gone, started, None)
+    app.history.set_external_id("r-gone", "arn:aws:ecs:eu-west-1:1:task/dbt/def")
+
+    daemon = daemon_for(app)
+    daemon.start()
+    daemon.shutdown()
+    assert runner.followed == ["arn:aws:ecs:eu-west-1:1:task/dbt/abc"]
+    assert runner.calls == []  # no second RunTask: run() was never called
+    row = app.history.get("r-remote")
+    assert row is not None and row["outcome"] == "succeeded" and row["started_at"] == started.isoformat()
+    gone_row = app.history.get("r-gone")
+    assert gone_row is not None and gone_row["outcome"] == "cancelled"
+    assert "no longer in jobs.yaml" in gone_row["reason"]
