@@ -43,7 +43,21 @@ def default_runners(config: Config, base_env: Mapping[str, str]) -> dict[str, Ru
     script = Path(base_env.get(RUN_COMMANDS_ENV) or RUN_COMMANDS)
     # The scheduler's own venv may hold dbt (make demo installs it there): put its bin
     # first on PATH so a daemon started as `.venv/bin/python scheduler.py` finds it.
-    return {"local": LocalRunner(script=script, base_env=base_env, extra_path=Path(sys.executable).parent)}
+    runners: dict[str, Runner] = {
+        "local": LocalRunner(script=script, base_env=base_env, extra_path=Path(sys.executable).parent)
+    }
+    used = {job.runner for job in config.jobs.values()}
+    if "docker" in used:
+        from lib.runners.docker import DockerRunner
+
+        runners["docker"] = DockerRunner(config.docker, base_env=base_env)
+    if "ecs" in used and config.aws is not None:
+        # boto3 is imported only here: a daemon with local jobs only stays lean.
+        from lib.aws.clients import AwsClients
+        from lib.runners.ecs import EcsRunner
+
+        runners["ecs"] = EcsRunner(config.aws, AwsClients(config.aws))
+    return runners
 
 
 def build_app(

@@ -56,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print a JSON list (report.json fields but nodes)"
     )
     history.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    bootstrap = sub.add_parser("bootstrap", help="provision the AWS side for ECS jobs (see README)")
+    bootstrap.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    bootstrap.add_argument(
+        "--only",
+        choices=("env-file", "profiles", "image", "iam", "log-group", "task-definition"),
+        help="run one step only",
+    )
+    bootstrap.add_argument(
+        "--force", action="store_true", help="overwrite profiles.yml, push the image again"
+    )
     logs = sub.add_parser("logs", help="print a run's log (the latest run by default)")
     logs.add_argument("job")
     logs.add_argument("--run", help="run id (see `history`)")
@@ -293,7 +303,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return daemon.run_forever()
 
 
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    """Provision what ECS jobs need: env file in S3, roles, image, log group, task definition."""
+    from lib.config import load_config
+
+    config = load_config(_config_path(args))
+    if config.aws is None:
+        raise SchedulerError(f"{_config_path(args)}: bootstrap needs an `aws:` section (see README)")
+    from lib.aws.clients import AwsClients
+    from lib.bootstrap.command import run_bootstrap
+
+    return int(
+        run_bootstrap(
+            config,
+            AwsClients(config.aws),
+            dry_run=args.dry_run,
+            only=args.only,
+            force=args.force,
+            console=_console(),
+        )
+    )
+
+
 COMMANDS = {
+    "bootstrap": cmd_bootstrap,
     "run": cmd_run,
     "run-now": cmd_run_now,
     "validate": cmd_validate,
