@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     bootstrap.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     bootstrap.add_argument(
         "--only",
-        choices=("env-file", "profiles", "image", "iam", "log-group", "task-definition"),
-        help="run one step only",
+        metavar="STEP[,STEP]",
+        help="run only these steps: env-file, profiles, image, iam, log-group, task-definition, cluster",
     )
     bootstrap.add_argument(
         "--force", action="store_true", help="overwrite profiles.yml, push the image again"

@@ -81,10 +81,15 @@ def reset_moto(endpoint: str) -> None:
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).read()
 
 
+_AMI: dict[str, str] = {}
+
+
 def register_container_instance(clients: AwsClients, cluster: str) -> str:
     """An EC2 instance registered in `cluster`, so run_task with launch type EC2 can place tasks."""
     ec2 = clients.client("ec2")
-    image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    if "ami" not in _AMI:  # listing moto's AMIs takes seconds: once per session
+        _AMI["ami"] = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    image_id = _AMI["ami"]
     instance = ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1)["Instances"][0]
     document = json.dumps({"instanceId": instance["InstanceId"]})
     answer = clients.ecs().register_container_instance(cluster=cluster, instanceIdentityDocument=document)
