@@ -68,6 +68,7 @@ class Daemon:
         self._active: dict[str, dict[str, CancelToken]] = {}  # job → run_id → token
         self._idle = threading.Event()
         self._idle.set()
+        self._remote: set[str] = set()  # run ids of runs that survive the daemon (ECS tasks)
         self._lockfile = daemon_lock(config.state_dir)
         self._executor: Executor | None = None
 
@@ -145,6 +146,8 @@ class Daemon:
 
     def _track(self, request: RunRequest) -> CancelToken:
         token = CancelToken()
+        if self.service.can_reattach(request.job):
+            self._remote.add(request.run_id)
         with self._lock:
             self._active.setdefault(request.job.name, {})[request.run_id] = token
             self._idle.clear()
@@ -292,6 +295,8 @@ class Daemon:
             log.info(
                 "stopping: waiting up to %.0fs for %d running job(s)", self.config.shutdown_grace, running
             )
+            # Remote runs go on without us: detach now, a restart re-attaches to them.
+            self._cancel_all(remote_only=True)
             if not self._force_stop:
                 self.clock.wait(self.config.shutdown_grace, self._idle)
             self._cancel_all()
@@ -300,11 +305,15 @@ class Daemon:
         self._lockfile.release()
         log.info("dbt-scheduler stopped")
 
-    def _cancel_all(self) -> None:
+    def _cancel_all(self, remote_only: bool = False) -> None:
+        """Cancel local runs (their processes are stopped); detach from remote ones."""
         with self._lock:
-            tokens = [token for runs in self._active.values() for token in runs.values()]
-        for token in tokens:
-            token.cancel()
+            tokens = [(run_id, token) for runs in self._active.values() for run_id, token in runs.items()]
+        for run_id, token in tokens:
+            if run_id in self._remote:
+                token.detach()
+            elif not remote_only:
+                token.cancel()
 
     def active_runs(self) -> dict[str, int]:
         with self._lock:

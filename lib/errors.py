@@ -46,5 +46,13 @@ class LockedError(SchedulerError):
     """Another process holds a lock (the daemon on a state_dir, or a job's run lock)."""
 
 
+class RunDetached(Exception):
+    """A runner stopped following a remote run that goes on (daemon shutdown).
+
+    The run stays `running` in history with its external id; the next daemon
+    re-attaches to it. Raised by runners whose runs survive the scheduler (ECS).
+    """
+
+
 class RunnerError(SchedulerError):
     """A runner could not be built or used (bad runner settings, missing engine)."""

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lib.clock import Clock
+from lib.errors import RunDetached
 from lib.history import History
 from lib.locks import job_lock
 from lib.models import Job, RunOutcome, RunRecord, RunRequest, RunStatus, TriggerKind
@@ -170,7 +171,20 @@ class RunService:
             cache_dir=self.state_dir / "cache" / job.name,
             on_external_id=lambda ext, url: self.history.set_external_id(request.run_id, ext, url),
         )
-        outcome = self._safe_run(job, ctx, reattach_to[0] if reattach_to else None)
+        try:
+            outcome = self._safe_run(job, ctx, reattach_to[0] if reattach_to else None)
+        except RunDetached as detached:
+            # Left running on purpose: history keeps the row `running` with its external
+            # id, and the next daemon follows it to its end.
+            log.info(
+                "%s: run %s left running (%s); a restarted daemon re-attaches",
+                job.name,
+                request.run_id,
+                detached,
+            )
+            return self._record_for(
+                request, started_at, RunOutcome(RunStatus.CANCELLED, reason="detached"), run_dir
+            )
         record = self._record_for(request, started_at, outcome, run_dir)
         try:
             write_reports(record, run_dir, masker)
@@ -195,6 +209,8 @@ class RunService:
         )
 
     def can_reattach(self, job: Job) -> bool:
+        """True when the job's runs go on without the scheduler (ECS tasks): stopping the
+        daemon detaches from them instead of stopping them, and a restart re-attaches."""
         return hasattr(self.runners.get(job.runner), "reattach")
 
     def _safe_run(self, job: Job, ctx: RunContext, reattach_to: str | None = None) -> RunOutcome:
@@ -205,6 +221,8 @@ class RunService:
             if reattach_to is not None:
                 return runner.reattach(ctx, reattach_to)  # type: ignore[attr-defined]
             return runner.run(ctx)
+        except RunDetached:
+            raise
         except Exception as exc:  # dbt-core's safe_run: a crash is a result, not the end of the daemon
             detail = ctx.masker("".join(traceback.format_exception(exc)))
             log.error("%s: the %s runner crashed:\n%s", job.name, job.runner, detail)

@@ -50,3 +50,4 @@ def make_app(clock: FakeClock) -> Callable[..., App]:
 
 # The moto server fixtures (moto_endpoint, aws_settings, aws_clients) for every AWS test.
 from tests.aws_helpers import aws_clients, aws_settings, moto_endpoint  # noqa: E402, F401
+from tests.ecs_helpers import ecs  # noqa: E402, F401

@@ -31,6 +31,13 @@ class CancelToken:
         self._event = threading.Event()
         self._callbacks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
+        # Set by `detach()`: stop following the run but leave it going (a remote task a
+        # restarted daemon re-attaches to), instead of stopping it.
+        self.detached = False
+
+    def detach(self) -> None:
+        self.detached = True
+        self.cancel()
 
     @property
     def cancelled(self) -> bool:
