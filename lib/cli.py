@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     bootstrap.add_argument(
         "--force", action="store_true", help="overwrite profiles.yml, push the image again"
     )
+    bootstrap.add_argument(
+        "--ops-policy",
+        action="store_true",
+        help="print the IAM policy the ops box needs for bootstrap and ECS jobs, then exit",
+    )
     logs = sub.add_parser("logs", help="print a run's log (the latest run by default)")
     logs.add_argument("job")
     logs.add_argument("--run", help="run id (see `history`)")
@@ -310,6 +315,11 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     config = load_config(_config_path(args))
     if config.aws is None:
         raise SchedulerError(f"{_config_path(args)}: bootstrap needs an `aws:` section (see README)")
+    if args.ops_policy:
+        from lib.bootstrap import ops_box_policy_json
+
+        print(ops_box_policy_json(config.aws))
+        return EXIT_OK
     from lib.aws.clients import AwsClients
     from lib.bootstrap.command import run_bootstrap
 
