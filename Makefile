@@ -33,6 +33,7 @@ lint: $(VENV)/.dev
 
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
+	bash scripts/install_podman.sh
 	bash tests/run_pytest.sh $(BIN)/python
 
 bench: $(VENV)/.runtime

@@ -20,6 +20,11 @@
 #                      project folder when it holds a profiles.yml
 #   DBT_ARTIFACTS_DIR  where run_results.json and manifest.json are copied at the end
 #   DBT_PARTIAL_PARSE_CACHE  folder keeping partial_parse.msgpack between runs
+#   DBT_ARTIFACTS_S3_URI  s3://bucket/prefix/ that run_results.json and manifest.json
+#                      are uploaded to at the end (upload_artifacts.py, next to this
+#                      script; needs boto3); a failed upload is a WARNING only
+#   DBT_PYTHON         the python3 for that upload (default: the one next to dbt,
+#                      else python3 on PATH)
 #   DBT_SCHEDULER_JOB  the job's name, only to name its settings in error messages
 # Relative paths are taken from the directory the script starts in.
 #
@@ -44,6 +49,9 @@ set -euo pipefail
 exec 2>&1
 
 readonly EXIT_CONFIG=10 EXIT_FETCH=11 EXIT_DEPS=12 EXIT_NO_DBT=127
+# Found before any cd: upload_artifacts.py lives beside this script.
+SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+readonly SCRIPT_DIR
 
 say() { printf '[run_commands] %s\n' "$*"; }
 
@@ -347,10 +355,42 @@ copy_artifacts() {
   say "STEP artifacts: copied ${copied[*]:-nothing (dbt wrote no artifacts)}"
 }
 
+# The python3 beside dbt is the one with dbt's packages (boto3 in the image).
+artifacts_python() {
+  local dbt_path
+  if [[ -n ${DBT_PYTHON:-} ]]; then
+    printf '%s' "$DBT_PYTHON"
+  elif dbt_path=$(command -v dbt) && [[ -x ${dbt_path%/*}/python3 ]]; then
+    printf '%s' "${dbt_path%/*}/python3"
+  else
+    printf 'python3'
+  fi
+}
+
+# dbt's result is what counts: a failed upload is reported, never the run's exit code.
+upload_artifacts() {
+  local uri=${DBT_ARTIFACTS_S3_URI:-} uploader python out rc=0
+  [[ -n $uri ]] || return 0
+  uploader=$SCRIPT_DIR/upload_artifacts.py
+  python=$(artifacts_python)
+  say "STEP artifacts: uploading to $uri"
+  if [[ ! -f $uploader ]]; then
+    say "STEP artifacts: WARNING upload to $uri skipped: $uploader is missing"
+    return 0
+  fi
+  out=$("$python" "$uploader" "$DBT_TARGET_PATH" "$uri" 2>&1) || rc=$?
+  if [[ -n $out ]]; then printf '%s\n' "$out"; fi
+  if ((rc != 0)); then
+    say "STEP artifacts: WARNING upload to $uri failed (exit $rc, $python): ${out##*$'\n'}"
+  fi
+  return 0
+}
+
 post_run() {
   post_run_done=1
   save_partial_parse
   copy_artifacts
+  upload_artifacts
 }
 
 # Relative to where we started: the commands run in the project folder.

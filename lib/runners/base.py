@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Any, Protocol
 
 from lib.clock import Clock
 from lib.dbt_results import summarize
+from lib.markers import parse_marker
 from lib.models import NodeResult, RunOutcome, RunRequest, RunStatus
 from lib.secrets import SecretMasker
 
@@ -21,6 +24,7 @@ SETUP_EXIT_CODES = {
     12: "dbt deps failed",
     127: "dbt is not installed where the job runs",
 }
+LOG_TAIL_LINES = 200  # lines kept in memory for the failure reason
 _MISSING_ENV_VAR = re.compile(r"Env var required but not provided: '([^']+)'")
 
 
@@ -132,3 +136,48 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+class OutputWatcher:
+    """Reads the child's output on a thread: masks, logs, forwards, and remembers markers."""
+
+    def __init__(self, stream: IO[bytes] | None, log: IO[str], ctx: RunContext) -> None:
+        self.stream = stream
+        self.log = log
+        self.ctx = ctx
+        self.git_sha: str | None = None
+        self.error_marker: str | None = None
+        self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self.done = False
+        self._thread: threading.Thread | None = None
+
+    def start(self, on_eof: Callable[[], Any]) -> None:
+        def pump() -> None:
+            try:
+                if self.stream is not None:
+                    for raw in self.stream:
+                        self._line(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+            finally:
+                self.done = True
+                on_eof()
+
+        self._thread = threading.Thread(target=pump, name=f"output-{self.ctx.request.run_id}", daemon=True)
+        self._thread.start()
+
+    def _line(self, line: str) -> None:
+        line = self.ctx.masker(line)
+        self.log.write(line + "\n")
+        self.tail.append(line)
+        marker = parse_marker(line)
+        if marker is not None:
+            kind, rest = marker
+            if kind == "GIT_SHA":
+                self.git_sha = rest
+            elif kind == "ERROR":
+                self.error_marker = rest
+        with contextlib.suppress(Exception):  # a broken console must not break the run
+            self.ctx.on_line(line)
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()

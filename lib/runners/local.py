@@ -6,30 +6,25 @@ The embedded default: it runs on the ops box itself with the dbt found on PATH
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import threading
-from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
 
 from lib.dbt_results import load_node_results
 from lib.durations import format_duration
-from lib.markers import parse_marker
 from lib.models import RunOutcome, RunStatus
 from lib.run_env import EnvFileError, job_environment, scheduler_variables
-from lib.runners.base import RunContext, classify_exit
+from lib.runners.base import OutputWatcher, RunContext, classify_exit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUN_COMMANDS = REPO_ROOT / "docker" / "run_commands.sh"
 # How long each polite signal gets before the next, harsher one when stopping a run.
 # SIGINT first: dbt treats it as Ctrl-C and cancels the queries it has open in the warehouse.
 STOP_SEQUENCE = ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0))
-LOG_TAIL_LINES = 200
 
 Popen = Callable[..., subprocess.Popen]
 
@@ -84,7 +79,7 @@ class LocalRunner:
                 log.write(ctx.masker(message) + "\n")
                 return RunOutcome(RunStatus.FAILED_TO_START, reason=message, log_path=log_path)
 
-            watcher = _OutputWatcher(process.stdout, log, ctx)
+            watcher = OutputWatcher(process.stdout, log, ctx)
             finished = threading.Event()
             watcher.start(on_eof=finished.set)
             ctx.cancel.on_cancel(finished.set)
@@ -148,48 +143,3 @@ class LocalRunner:
                 return
             except subprocess.TimeoutExpired:
                 continue
-
-
-class _OutputWatcher:
-    """Reads the child's output on a thread: masks, logs, forwards, and remembers markers."""
-
-    def __init__(self, stream: IO[bytes] | None, log: IO[str], ctx: RunContext) -> None:
-        self.stream = stream
-        self.log = log
-        self.ctx = ctx
-        self.git_sha: str | None = None
-        self.error_marker: str | None = None
-        self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-        self.done = False
-        self._thread: threading.Thread | None = None
-
-    def start(self, on_eof: Callable[[], Any]) -> None:
-        def pump() -> None:
-            try:
-                if self.stream is not None:
-                    for raw in self.stream:
-                        self._line(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
-            finally:
-                self.done = True
-                on_eof()
-
-        self._thread = threading.Thread(target=pump, name=f"output-{self.ctx.request.run_id}", daemon=True)
-        self._thread.start()
-
-    def _line(self, line: str) -> None:
-        line = self.ctx.masker(line)
-        self.log.write(line + "\n")
-        self.tail.append(line)
-        marker = parse_marker(line)
-        if marker is not None:
-            kind, rest = marker
-            if kind == "GIT_SHA":
-                self.git_sha = rest
-            elif kind == "ERROR":
-                self.error_marker = rest
-        with contextlib.suppress(Exception):  # a broken console must not break the run
-            self.ctx.on_line(line)
-
-    def join(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
