@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -35,7 +34,9 @@ Listener = Callable[[RunRecord], None]
 def new_run_id(now: datetime) -> str:
     """Sortable and unique: UTC time plus a short random suffix, e.g. 20261127T060000Z-3f9a1c."""
     utc = now.astimezone(UTC)
-    return f"{utc:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    # os.urandom, not the secrets module: that one loads OpenSSL's libcrypto, +3.6 MB of
+    # RSS for an idle daemon (bench/idle.py), for a suffix that needs no cryptography.
+    return f"{utc:%Y%m%dT%H%M%SZ}-{os.urandom(3).hex()}"
 
 
 @dataclass
