@@ -18,6 +18,21 @@ reports and stops) and prints whether boto3/botocore/rich were imported, the
 third-party packages loaded and the import time per package (-X importtime); a
 second probe imports the daemon's modules step by step and prints VmRSS after each,
 to show which import costs what.
+
+--runner ecs: the same 100 jobs with `runner: ecs` (and `git:`), the daemon pointed at
+a moto server started here (`python -m moto.server` on a free loopback port, dummy
+credentials, eu-west-1) holding the cluster, a container instance, the task
+definition, the log group and the bucket. A 101st job `every: 5 seconds` makes real
+ECS runs happen first (moto's state manager stops each task the first time it is
+described), so the daemon has built its ECS, CloudWatch Logs and S3 clients: the
+steady state of a daemon that has run jobs. Once one run is in history.db, jobs.yaml
+is rewritten with that job disabled and the daemon gets SIGHUP; the window starts
+after the reload is logged and no run is left. Reported: VmRSS right after start-up
+(no client built yet), after the first run, at the start and end of the window; a
+probe daemon with the same config (its own state_dir) that runs the warm-up job a
+few times and counts the botocore clients alive (gc), and a fresh process that
+builds the same objects step by step with VmRSS (and, in a second pass, tracemalloc
+by package) after each step.
 """
 
 from __future__ import annotations
@@ -47,7 +62,8 @@ from _common import (
     table,
 )
 
-TARGET_RSS_MB = 30.0
+TARGET_RSS_MB = {"local": 30.0, "ecs": 60.0}
+RESULT_NAME = {"local": "idle", "ecs": "idle_ecs"}
 TARGET_CPU_S = 0.05
 SETTLE_S = 2.0
 ZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Sydney")
