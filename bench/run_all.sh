@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs the four benchmarks one after the other and repeats their RESULT lines at the end.
-#   bash bench/run_all.sh            full runs (about 9 minutes on 2 cores)
-#   bash bench/run_all.sh --quick    shorter runs (about 5 minutes)
+# Runs the benchmarks one after the other (idle.py twice: local jobs, then ECS jobs on a
+# moto server) and repeats their RESULT lines at the end.
+#   bash bench/run_all.sh            full runs (about 11 minutes on 2 cores)
+#   bash bench/run_all.sh --quick    shorter runs (about 6 minutes)
 # PYTHON=/path/to/python picks the interpreter (default: the repo's .venv).
 # Exit status: 0 when every benchmark produced its figures (a FAIL against a target
 # is a figure, not an error), 1 when one of them could not measure.
@@ -26,15 +27,20 @@ for arg in "$@"; do
   esac
 done
 
+# Each entry: a script name, then its own arguments.
+benches=(overhead dispatch_latency scale idle "idle --runner ecs")
 results=()
 status=0
-for name in overhead dispatch_latency scale idle; do
-  echo "=== bench/$name.py ${args[*]:-}"
+for bench in "${benches[@]}"; do
+  read -r -a words <<<"$bench"
+  name=${words[0]}
+  shown=("bench/$name.py" "${words[@]:1}" "${args[@]}")
+  echo "=== ${shown[*]}"
   log=$(mktemp)
-  "$python" "$here/$name.py" "${args[@]}" 2>&1 | tee "$log"
+  "$python" "$here/$name.py" "${words[@]:1}" "${args[@]}" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   line=$(grep '^RESULT ' "$log" | tail -n 1)
-  results+=("${line:-RESULT $name no figures (exit $rc)}")
+  results+=("${line:-RESULT $bench no figures (exit $rc)}")
   ((rc == 0)) || status=1
   rm -f -- "$log"
   echo

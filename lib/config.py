@@ -13,10 +13,12 @@ key (the job's keys win) so shared variables live in one place.
 from __future__ import annotations
 
 import difflib
+import gc
 import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -103,32 +105,49 @@ def load_config(path: Path | str) -> Config:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigIssue("", f"cannot read file: {exc}", file=str(path))]) from None
-    data, lines = _parse_yaml(text, str(path))
-    return parse_config(data, base_dir=path.resolve().parent, source=str(path), lines=lines)
+    # A load allocates a few hundred thousand objects and keeps most of them, so each
+    # cyclic-GC pass during it walks an ever larger heap, for nothing: loading makes no
+    # cycles. Paused, the collector meets them once, after the load. On the 10,000-job
+    # bench file that took load_config from 4.24 s to 2.97 s with PyYAML's constructor,
+    # and load + first fire times from 1.18 s to 1.08 s with `_read_events` (medians).
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        data, lines = _parse_yaml(text, str(path))
+        return parse_config(data, base_dir=path.resolve().parent, source=str(path), lines=lines)
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
     """YAML data plus a map of dotted key path → 1-based line, for error messages.
 
-    The fast event-driven reader (`_read_events`) handles what jobs.yaml files are made
-    of; anything else (anchors, aliases, tags, merge keys, several documents, invalid
-    YAML) makes it give up and PyYAML's own loader reads the file, so its data, errors
-    and messages are what they always were.
+    The event reader (`_read_events`) handles what jobs.yaml files are made of. On
+    anything else (anchors, aliases, tags, merge keys, several documents, invalid YAML)
+    it gives up and PyYAML's loader (`_read_nodes`) reads the file, so data, errors and
+    messages are always PyYAML's.
     """
     loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster on 10k jobs
     try:
         return _read_events(text, loader_cls)
-    except Exception:  # noqa: BLE001 - any surprise: the reference loader decides
+    except Exception:  # whatever it does not handle, invalid YAML included: PyYAML decides
         pass
-    loader = loader_cls(text)
     try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
+        return _read_nodes(text, loader_cls)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError([ConfigIssue("", f"invalid YAML: {problem}", line=line, file=source)]) from None
+
+
+def _read_nodes(text: str, loader_cls: type) -> tuple[Any, dict[str, int]]:
+    """What `_parse_yaml` returns, read by PyYAML's composer and constructor: the reference."""
+    loader = loader_cls(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     finally:
         loader.dispose()
     lines: dict[str, int] = {}
@@ -166,27 +185,27 @@ _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 def _read_events(text: str, loader_cls: type) -> tuple[Any, dict[str, int]]:
     """What `_parse_yaml` returns, built straight from libyaml's parse events.
 
-    PyYAML's node graph and constructor cost ~2 s of the 4.6 s a 10,000-job file took
-    to load (the C parser itself ~0.3 s); building dicts and lists from the events, with
-    each key's line recorded on the way, reads the same file in ~0.5 s. Plain scalars
-    are resolved with the loader's own implicit-resolver table (YAML 1.1 as SafeLoader
-    reads it: `yes`/`off` are booleans, `~` and an empty value are null, `012` is
-    octal) and the results match `yaml.safe_load`'s. Raises `_Unsupported` on anchors,
-    aliases, explicit tags, merge keys (`<<`), non-scalar keys, tags outside
-    str/null/bool/int/float/timestamp and streams that are not one document.
+    On the 10,000-job bench file `_read_nodes` takes ~2.2 s, ~1.1 s with the GC paused
+    (PyYAML's node graph, its Python resolver and constructor, `_index_lines`), of which
+    libyaml's parser is ~0.25 s. Building dicts and lists straight from the events,
+    recording each key's line on the way, takes ~0.35 s in all.
+    Plain scalars go through the loader's own implicit-resolver table (YAML 1.1 as
+    SafeLoader reads it: `yes`/`off` are booleans, `~` and an empty value are null, `012`
+    is octal) and SafeConstructor's own functions, so the data equals `yaml.safe_load`'s.
+    Raises `_Unsupported` on anchors, aliases, explicit tags, merge keys (`<<`), keys
+    that are collections, other implicit tags and streams that are not one document.
     """
     if loader_cls.yaml_path_resolvers:
         raise _Unsupported("path resolvers")
     implicit = loader_cls.yaml_implicit_resolvers
     anywhere = implicit.get(None, [])
     constructors = loader_cls.yaml_constructors
-    resolved: dict[str, Any] = {}  # plain scalar text → value; keys and values repeat a lot
+    resolved: dict[str, Any] = {}  # plain scalar text → value: keys and values repeat a lot
+    lines: dict[str, int] = {}
+    scalar_event, mapping_end, sequence_end = yaml.ScalarEvent, yaml.MappingEndEvent, yaml.SequenceEndEvent
 
-    def plain(value: str) -> Any:
-        try:
-            return resolved[value]
-        except KeyError:
-            pass
+    def resolve(value: str) -> Any:
+        """A plain scalar's value, as Resolver.resolve and SafeConstructor make it."""
         tag = _STR_TAG
         for candidate, regexp in implicit.get(value[0] if value else "", []) + anywhere:
             if regexp.match(value):
@@ -205,75 +224,77 @@ def _read_events(text: str, loader_cls: type) -> tuple[Any, dict[str, int]]:
         resolved[value] = result
         return result
 
-    lines: dict[str, int] = {}
-    # One frame per open collection: [container, path prefix, pending key, its path].
-    # A sequence frame keeps `_NO_KEY` forever; a mapping frame alternates key/value.
-    stack: list[list[Any]] = []
-    root: Any = None
+    def node(event: Any, path: str) -> Any:
+        """The value of the node `event` starts; a collection's contents are read here."""
+        if event.anchor is not None or event.tag is not None:  # an alias has an anchor too
+            raise _Unsupported("anchor, alias or tag")
+        kind = type(event)
+        if kind is scalar_event:
+            value = event.value
+            if not event.implicit[0]:  # quoted or block scalar: the string as written
+                return value
+            found = resolved.get(value, _MISSING)
+            return resolve(value) if found is _MISSING else found
+        if kind is yaml.MappingStartEvent:
+            return mapping(path)
+        if kind is yaml.SequenceStartEvent:
+            return sequence(path)
+        raise _Unsupported(kind.__name__)
+
+    def mapping(prefix: str) -> dict[Any, Any]:
+        result: dict[Any, Any] = {}
+        while True:
+            event = get_event()
+            if type(event) is not scalar_event:
+                if type(event) is mapping_end:
+                    return result
+                raise _Unsupported("a key that is not a scalar")
+            raw = event.value  # as in `_index_lines`, the key's text as written names it
+            path = f"{prefix}.{raw}" if prefix else raw
+            lines[path] = event.start_mark.line + 1
+            key = node(event, path)
+            event = get_event()
+            # Most values are plain untagged scalars: look them up here, without `node`.
+            if (
+                type(event) is scalar_event
+                and event.implicit[0]
+                and event.anchor is None
+                and event.tag is None
+            ):
+                value = resolved.get(event.value, _MISSING)
+                result[key] = resolve(event.value) if value is _MISSING else value
+            else:
+                result[key] = node(event, path)  # a repeated key: the last one wins, as in PyYAML
+
+    def sequence(prefix: str) -> list[Any]:
+        result: list[Any] = []
+        while True:
+            event = get_event()
+            if type(event) is sequence_end:
+                return result
+            path = f"{prefix}[{len(result)}]"
+            lines[path] = event.start_mark.line + 1
+            result.append(node(event, path))
+
     loader = loader_cls(text)
     try:
         get_event = loader.get_event
         if type(get_event()) is not yaml.StreamStartEvent:
-            raise _Unsupported("stream")
+            raise _Unsupported("no stream")
         event = get_event()
-        if type(event) is yaml.StreamEndEvent:
+        if type(event) is yaml.StreamEndEvent:  # nothing but comments and blank lines
             return None, lines
         if type(event) is not yaml.DocumentStartEvent:
-            raise _Unsupported("document")
-        while True:
-            event = get_event()
-            kind = type(event)
-            if kind is yaml.ScalarEvent:
-                if event.anchor is not None or event.tag is not None:
-                    raise _Unsupported("anchor or tag")
-                value = plain(event.value) if event.implicit[0] else event.value
-                opens = False
-            elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
-                if event.anchor is not None or event.tag is not None:
-                    raise _Unsupported("anchor or tag")
-                value = {} if kind is yaml.MappingStartEvent else []
-                opens = True
-            elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
-                stack.pop()
-                if not stack:
-                    break
-                continue
-            else:  # an alias, or something new
-                raise _Unsupported(kind.__name__)
-            if not stack:
-                root = value
-                if not opens:
-                    break
-                stack.append([value, "", _NO_KEY, ""])
-                continue
-            frame = stack[-1]
-            container = frame[0]
-            if type(container) is list:
-                path = f"{frame[1]}[{len(container)}]"
-                lines[path] = event.start_mark.line + 1
-                container.append(value)
-            elif frame[2] is _NO_KEY:  # a key: the path uses its text as written
-                if opens:
-                    raise _Unsupported("collection as a mapping key")
-                prefix = frame[1]
-                path = f"{prefix}.{event.value}" if prefix else event.value
-                lines[path] = event.start_mark.line + 1
-                frame[2], frame[3] = value, path
-                continue
-            else:
-                container[frame[2]] = value  # a repeated key: the last one wins, as in PyYAML
-                path = frame[3]
-                frame[2] = _NO_KEY
-            if opens:
-                stack.append([value, path, _NO_KEY, ""])
+            raise _Unsupported("no document")
+        data = node(get_event(), "")
         if type(get_event()) is not yaml.DocumentEndEvent or type(get_event()) is not yaml.StreamEndEvent:
             raise _Unsupported("more than one document")
     finally:
         loader.dispose()
-    return root, lines
+    return data, lines
 
 
-_NO_KEY = object()
+_MISSING = object()
 
 
 # --------------------------------------------------------------------------- parsing
@@ -294,6 +315,45 @@ class _Issues:
             probe = probe.rsplit(".", 1)[0]
             line = self.lines.get(probe)
         self.items.append(ConfigIssue(path, message, line=line, file=self.source))
+
+
+class _Memo:
+    """Answers that many jobs share, worked out once per `parse_config` call.
+
+    Ten thousand jobs mostly repeat a few dozen values: one project_dir, a handful of
+    zones, durations, commands and schedules. Checking each distinct value once
+    (`shlex.split` ~20 µs, path resolution and `is_file()` 10-45 µs, `parse_duration`,
+    `ZoneInfo`, trigger parsing, env names) took `parse_config` on the bench file from
+    ~1.2 s to ~0.4 s. The memo lives for one call only, so a reload sees files that
+    appeared or vanished since. A failure is kept as its message (a `str`) and reported
+    again for every job that repeats the value, each at its own path.
+    """
+
+    __slots__ = ("base_dir", "commands", "durations", "env_names", "files", "paths", "triggers", "zones")
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir
+        self.paths: dict[str, Path] = {}
+        self.files: dict[tuple[Path, str], bool] = {}
+        self.zones: dict[str, ZoneInfo | str] = {}
+        self.triggers: dict[tuple[str, str, ZoneInfo], Trigger | str] = {}
+        self.durations: dict[tuple[type, Any], float | str] = {}
+        self.commands: dict[str, tuple[str | None, str]] = {}  # (command, "") or (None, message)
+        self.env_names: set[str] = set()  # names that matched ENV_NAME
+
+    def path(self, value: str) -> Path:
+        path = self.paths.get(value)
+        if path is None:
+            path = self.paths[value] = _resolve_path(value, self.base_dir)
+        return path
+
+    def is_file(self, directory: Path, name: str = "") -> bool:
+        """Whether `directory / name` (or `directory` itself when `name` is empty) is a file."""
+        key = (directory, name)
+        found = self.files.get(key)
+        if found is None:
+            found = self.files[key] = (directory / name if name else directory).is_file()
+        return found
 
 
 def parse_config(
@@ -318,8 +378,9 @@ def parse_config(
     if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
         issues.add("max_parallel", f"must be a whole number ≥ 1, got {max_parallel!r}")
         max_parallel = DEFAULT_MAX_PARALLEL
+    memo = _Memo(base_dir)
     shutdown_grace = _duration_or_issue(
-        data.get("shutdown_grace", DEFAULT_SHUTDOWN_GRACE), "shutdown_grace", issues, allow_zero=True
+        data.get("shutdown_grace", DEFAULT_SHUTDOWN_GRACE), "shutdown_grace", issues, memo, allow_zero=True
     )
 
     defaults = data.get("defaults") or {}
@@ -328,7 +389,7 @@ def parse_config(
         defaults = {}
     _check_unknown(defaults, JOB_KEYS, "defaults", issues)
 
-    aws = _aws(data.get("aws"), base_dir, issues) if data.get("aws") is not None else None
+    aws = _aws(data.get("aws"), memo, issues) if data.get("aws") is not None else None
     docker = _docker(data.get("docker"), issues) if data.get("docker") is not None else DockerSettings()
 
     raw_jobs = data.get("jobs")
@@ -340,7 +401,7 @@ def parse_config(
         issues.add("jobs", "must be a mapping of job name → settings")
         raw_jobs = {}
     for name, raw in raw_jobs.items():
-        job = _parse_job(str(name), raw, defaults, base_dir, issues)
+        job = _parse_job(str(name), raw, defaults, memo, issues)
         if job is not None:
             _check_runner_needs(job, aws, issues)
             jobs[job.name] = job
@@ -359,7 +420,7 @@ def parse_config(
     )
 
 
-def _parse_job(name: str, raw: Any, defaults: dict, base_dir: Path, issues: _Issues) -> Job | None:
+def _parse_job(name: str, raw: Any, defaults: dict, memo: _Memo, issues: _Issues) -> Job | None:
     where = f"jobs.{name}"
     before = len(issues.items)
     if not JOB_NAME.match(name):
@@ -376,40 +437,42 @@ def _parse_job(name: str, raw: Any, defaults: dict, base_dir: Path, issues: _Iss
         # Point at the job's own line when it wrote the key, else at defaults.
         return f"{where}.{key}" if key in raw or key not in defaults else f"defaults.{key}"
 
-    tz = _timezone(merged.get("timezone", "UTC"), key_path("timezone"), issues)
-    trigger = _trigger(merged, tz, where, key_path, issues)
+    tz = _timezone(merged.get("timezone", "UTC"), key_path("timezone"), issues, memo)
+    trigger = _trigger(merged, tz, where, key_path, issues, memo)
 
     runner = merged.get("runner", "local")
     if runner not in RUNNERS:
         issues.add(key_path("runner"), f"{runner!r} is not a runner: use one of {', '.join(RUNNERS)}")
 
-    project_dir = _optional_path(merged, "project_dir", base_dir, key_path, issues)
+    project_dir = _optional_path(merged, "project_dir", memo, key_path, issues)
     git = _git(merged.get("git"), key_path("git"), issues)
     if project_dir is None and git is None:
         issues.add(where, "set `project_dir` (a local dbt project) or `git: {url: …}` to say what to run")
     elif project_dir is not None and git is not None:
         issues.add(where, "set either `project_dir` or `git`, not both")
-    elif project_dir is not None and not (project_dir / "dbt_project.yml").is_file():
+    elif project_dir is not None and not memo.is_file(project_dir, "dbt_project.yml"):
         issues.add(
             key_path("project_dir"), f"{project_dir} has no dbt_project.yml: point it at a dbt project"
         )
-    profiles_dir = _optional_path(merged, "profiles_dir", base_dir, key_path, issues)
-    if profiles_dir is not None and git is None and not (profiles_dir / "profiles.yml").is_file():
+    profiles_dir = _optional_path(merged, "profiles_dir", memo, key_path, issues)
+    if profiles_dir is not None and git is None and not memo.is_file(profiles_dir, "profiles.yml"):
         issues.add(key_path("profiles_dir"), f"{profiles_dir} has no profiles.yml")
 
     target = _optional_str(merged, "target", key_path, issues)
-    commands = _commands(merged.get("commands", ["dbt build"]), key_path("commands"), issues)
-    env_file = _optional_path(merged, "env_file", base_dir, key_path, issues)
-    if env_file is not None and not env_file.is_file():
+    commands = _commands(merged.get("commands", ["dbt build"]), key_path("commands"), issues, memo)
+    env_file = _optional_path(merged, "env_file", memo, key_path, issues)
+    if env_file is not None and not memo.is_file(env_file):
         issues.add(key_path("env_file"), f"{env_file} does not exist: create it or remove `env_file`")
-    env = _env(merged.get("env") or {}, key_path("env"), issues)
+    env = _env(merged.get("env") or {}, key_path("env"), issues, memo)
 
     timeout = None
     if merged.get("timeout") is not None:
-        timeout = _duration_or_issue(merged["timeout"], key_path("timeout"), issues)
+        timeout = _duration_or_issue(merged["timeout"], key_path("timeout"), issues, memo)
     overlap = _choice(merged.get("overlap", "skip"), OVERLAP_POLICIES, key_path("overlap"), issues)
     catchup = _choice(merged.get("catchup", "none"), CATCHUP_POLICIES, key_path("catchup"), issues)
-    catchup_grace = _duration_or_issue(merged.get("catchup_grace", "1h"), key_path("catchup_grace"), issues)
+    catchup_grace = _duration_or_issue(
+        merged.get("catchup_grace", "1h"), key_path("catchup_grace"), issues, memo
+    )
     enabled = merged.get("enabled", True)
     if not isinstance(enabled, bool):
         issues.add(key_path("enabled"), f"must be true or false, got {enabled!r}")
@@ -441,9 +504,9 @@ def _parse_job(name: str, raw: Any, defaults: dict, base_dir: Path, issues: _Iss
 
 def _check_runner_needs(job: Job, aws: AwsSettings | None, issues: _Issues) -> None:
     """What a job's runner needs from the rest of the file."""
-    where = f"jobs.{job.name}"
     if job.runner != "ecs":
         return
+    where = f"jobs.{job.name}"
     if aws is None:
         issues.add(f"{where}.runner", "runner 'ecs' needs an `aws:` section (region, cluster, bucket…)")
     if job.git is None:
@@ -461,7 +524,7 @@ def _check_runner_needs(job: Job, aws: AwsSettings | None, issues: _Issues) -> N
         issues.add(f"{where}.profiles_dir", "an ECS task uses the profiles.yml in the project: remove it")
 
 
-def _aws(value: Any, base_dir: Path, issues: _Issues) -> AwsSettings | None:
+def _aws(value: Any, memo: _Memo, issues: _Issues) -> AwsSettings | None:
     if not isinstance(value, dict):
         issues.add("aws", "must be a mapping (region, cluster, bucket…)")
         return None
@@ -492,7 +555,7 @@ def _aws(value: Any, base_dir: Path, issues: _Issues) -> AwsSettings | None:
                 settings[key] = number
     for key in ("poll_interval", "start_retry_backoff"):
         if key in known:
-            seconds = _duration_or_issue(known[key], f"aws.{key}", issues, allow_zero=True)
+            seconds = _duration_or_issue(known[key], f"aws.{key}", issues, memo, allow_zero=True)
             if seconds is not None:
                 settings[key] = seconds
     for key in ("env_file", "project_dir"):
@@ -500,7 +563,7 @@ def _aws(value: Any, base_dir: Path, issues: _Issues) -> AwsSettings | None:
             if not isinstance(known[key], str):
                 issues.add(f"aws.{key}", "must be a path (string)")
             else:
-                settings[key] = _resolve_path(known[key], base_dir)
+                settings[key] = memo.path(known[key])
     if "assign_public_ip" in known:
         if not isinstance(known["assign_public_ip"], bool):
             issues.add("aws.assign_public_ip", "must be true or false")
@@ -541,7 +604,7 @@ def _docker(value: Any, issues: _Issues) -> DockerSettings:
 
 
 def _merge(defaults: dict, raw: dict) -> dict:
-    merged = {k: v for k, v in defaults.items()}
+    merged = dict(defaults)
     for key, value in raw.items():
         if value is None:
             merged.pop(key, None)  # explicit null: back to the built-in default
@@ -553,6 +616,8 @@ def _merge(defaults: dict, raw: dict) -> dict:
 
 
 def _check_unknown(mapping: dict, known: tuple[str, ...], where: str, issues: _Issues) -> None:
+    if mapping.keys() <= _key_set(known):  # the usual case, in one set comparison
+        return
     for key in mapping:
         if key not in known:
             path = f"{where}.{key}" if where else str(key)
@@ -560,24 +625,40 @@ def _check_unknown(mapping: dict, known: tuple[str, ...], where: str, issues: _I
             issues.add(path, f"unknown key{hint}")
 
 
+@lru_cache(maxsize=16)
+def _key_set(known: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(known)
+
+
 def _did_you_mean(word: str, options: Any) -> str:
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f": did you mean '{close[0]}'?" if close else ""
 
 
-def _timezone(value: Any, path: str, issues: _Issues) -> ZoneInfo | None:
+def _timezone(value: Any, path: str, issues: _Issues, memo: _Memo) -> ZoneInfo | None:
     if not isinstance(value, str) or not value:
         issues.add(path, f"must be an IANA time zone name such as 'Europe/Paris', got {value!r}")
         return None
-    try:
-        return ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        issues.add(path, f"unknown time zone {value!r}: use an IANA name such as 'UTC' or 'America/New_York'")
+    zone = memo.zones.get(value)
+    if zone is None:
+        try:
+            zone = ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = f"unknown time zone {value!r}: use an IANA name such as 'UTC' or 'America/New_York'"
+        memo.zones[value] = zone
+    if isinstance(zone, str):
+        issues.add(path, zone)
         return None
+    return zone
 
 
 def _trigger(
-    merged: dict, tz: ZoneInfo | None, where: str, key_path: Callable[[str], str], issues: _Issues
+    merged: dict,
+    tz: ZoneInfo | None,
+    where: str,
+    key_path: Callable[[str], str],
+    issues: _Issues,
+    memo: _Memo,
 ) -> Trigger | None:
     schedule, every = merged.get("schedule"), merged.get("every")
     if schedule is None and every is None:
@@ -593,11 +674,20 @@ def _trigger(
     if not isinstance(value, str | int):
         issues.add(key_path(key), f"must be a string, got {value!r}")
         return None
-    try:
-        return parse_cron(str(value), tz) if key == "schedule" else parse_every(str(value), tz)
-    except ValueError as exc:
-        issues.add(key_path(key), str(exc))
+    text = str(value)
+    cache_key = (key, text, tz)
+    trigger = memo.triggers.get(cache_key)
+    if trigger is None:
+        # Triggers are immutable, so jobs with the same schedule and zone share one.
+        try:
+            trigger = parse_cron(text, tz) if key == "schedule" else parse_every(text, tz)
+        except ValueError as exc:
+            trigger = str(exc)
+        memo.triggers[cache_key] = trigger
+    if isinstance(trigger, str):
+        issues.add(key_path(key), trigger)
         return None
+    return trigger
 
 
 def _resolve_path(value: str, base_dir: Path) -> Path:
@@ -606,7 +696,7 @@ def _resolve_path(value: str, base_dir: Path) -> Path:
 
 
 def _optional_path(
-    merged: dict, key: str, base_dir: Path, key_path: Callable[[str], str], issues: _Issues
+    merged: dict, key: str, memo: _Memo, key_path: Callable[[str], str], issues: _Issues
 ) -> Path | None:
     value = merged.get(key)
     if value is None:
@@ -614,7 +704,7 @@ def _optional_path(
     if not isinstance(value, str) or not value:
         issues.add(key_path(key), f"must be a path (string), got {value!r}")
         return None
-    return _resolve_path(value, base_dir)
+    return memo.path(value)
 
 
 def _optional_str(merged: dict, key: str, key_path: Callable[[str], str], issues: _Issues) -> str | None:
@@ -654,7 +744,7 @@ def _git(value: Any, path: str, issues: _Issues) -> GitSource | None:
     )
 
 
-def _commands(value: Any, path: str, issues: _Issues) -> tuple[str, ...]:
+def _commands(value: Any, path: str, issues: _Issues, memo: _Memo) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value:
@@ -665,27 +755,38 @@ def _commands(value: Any, path: str, issues: _Issues) -> tuple[str, ...]:
         if not isinstance(command, str):
             issues.add(f"{path}[{i}]", f"must be a string, got {command!r}")
             continue
-        try:
-            words = shlex.split(command)
-        except ValueError as exc:
-            issues.add(f"{path}[{i}]", f"cannot be parsed ({exc}): check the quotes")
+        checked = memo.commands.get(command)
+        if checked is None:
+            checked = memo.commands[command] = _check_command(command)
+        if checked[0] is None:
+            issues.add(f"{path}[{i}]", checked[1])
             continue
-        if not words or words[0] != "dbt" or len(words) < 2:
-            issues.add(f"{path}[{i}]", f"{command!r} is not a dbt command: write e.g. 'dbt build'")
-            continue
-        if "\n" in command:
-            issues.add(f"{path}[{i}]", "must fit on one line")
-            continue
-        commands.append(command.strip())
+        commands.append(checked[0])
     return tuple(commands)
 
 
-def _env(value: Any, path: str, issues: _Issues) -> dict[str, str]:
+def _check_command(command: str) -> tuple[str | None, str]:
+    """(the command as stored, "") when it is a one-line dbt command, else (None, the reason)."""
+    try:
+        words = shlex.split(command)  # ~20 µs each: `_commands` caches the answer per string
+    except ValueError as exc:
+        return None, f"cannot be parsed ({exc}): check the quotes"
+    if not words or words[0] != "dbt" or len(words) < 2:
+        return None, f"{command!r} is not a dbt command: write e.g. 'dbt build'"
+    if "\n" in command:
+        return None, "must fit on one line"
+    return command.strip(), ""
+
+
+def _env(value: Any, path: str, issues: _Issues, memo: _Memo) -> dict[str, str]:
     if not isinstance(value, dict):
         issues.add(path, "must be a mapping of NAME: value")
         return {}
     env: dict[str, str] = {}
     for name, item in value.items():
+        if item.__class__ is str and name in memo.env_names:  # the usual case, without the regex
+            env[name] = item
+            continue
         if not isinstance(name, str) or not ENV_NAME.match(name):
             issues.add(f"{path}.{name}", "is not a valid environment variable name")
             continue
@@ -693,6 +794,7 @@ def _env(value: Any, path: str, issues: _Issues) -> dict[str, str]:
             issues.add(f"{path}.{name}", f"must be a string or number, got {item!r}")
             continue
         env[name] = ("true" if item else "false") if isinstance(item, bool) else str(item)
+        memo.env_names.add(name)
     return env
 
 
@@ -703,14 +805,26 @@ def _choice(value: Any, options: tuple[str, ...], path: str, issues: _Issues) ->
     return str(value)
 
 
-def _duration_or_issue(value: Any, path: str, issues: _Issues, allow_zero: bool = False) -> float | None:
+def _duration_or_issue(
+    value: Any, path: str, issues: _Issues, memo: _Memo, allow_zero: bool = False
+) -> float | None:
     if allow_zero and value in (0, "0"):
         return 0.0
     if isinstance(value, bool):
         issues.add(path, f"must be a duration such as 90s, 15m or 2h, got {value!r}")
         return None
-    try:
-        return parse_duration(value)
-    except (ValueError, TypeError) as exc:
-        issues.add(path, str(exc))
+    # Keyed by type too: 1 and "1" print differently in messages. Floats are not cached:
+    # -0.0 == 0.0 as dict keys, yet their messages differ.
+    cache_key = (value.__class__, value) if isinstance(value, str | int) else None
+    seconds = memo.durations.get(cache_key) if cache_key is not None else None
+    if seconds is None:
+        try:
+            seconds = parse_duration(value)
+        except (ValueError, TypeError) as exc:
+            seconds = str(exc)
+        if cache_key is not None:
+            memo.durations[cache_key] = seconds
+    if isinstance(seconds, str):
+        issues.add(path, seconds)
         return None
+    return seconds

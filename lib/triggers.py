@@ -365,15 +365,17 @@ def _parse_cron_spec(expression: str) -> _CronSpec:
             f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(parts)}",
         )
     try:
-        minutes, hours, days, months, weekdays = (
-            _parse_field(part, field) for part, field in zip(parts, _FIELDS, strict=True)
-        )
+        minutes = _parse_field(parts[0], _MINUTE)
+        hours = _parse_field(parts[1], _HOUR)
+        days = _parse_field(parts[2], _DOM)
+        months = _parse_field(parts[3], _MONTH)
+        weekdays = _parse_field(parts[4], _DOW)
     except _FieldError as exc:
         raise _cron_error(expression, str(exc)) from None
 
     dom_star, dow_star = parts[2].startswith("*"), parts[4].startswith("*")
     days_and = dom_star or dow_star
-    if days_and:
+    if days_and and days[0] > 28:  # every month has days 1-28
         # The day-of-month must exist in one of the months, or the job never fires.
         longest = max(29 if month == 2 else _DAYS_IN_MONTH[month] for month in months)
         if days[0] > longest:

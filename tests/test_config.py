@@ -304,3 +304,80 @@ def test_aws_section_errors(tmp_path: Path, project: Path) -> None:
     assert "aws.clustr: unknown key: did you mean 'cluster'?" in errors
     assert "aws.cpu: must be a whole number" in errors
     assert "jobs.remote.env_file:" in errors
+
+
+def test_values_shared_by_jobs_are_reported_for_each_job(tmp_path: Path, project: Path) -> None:
+    """parse_config checks each distinct value once; every job still gets its own error."""
+    path = write(
+        tmp_path,
+        """\
+        defaults:
+          project_dir: proj
+          timeout: soon
+        jobs:
+          a:
+            schedule: '61 * * * *'
+            commands: [ls]
+          b:
+            schedule: '61 * * * *'
+            commands: [ls]
+          c:
+            schedule: '@daily'
+            timezone: Mars/Olympus
+          d:
+            schedule: '@daily'
+            timezone: Mars/Olympus
+        """,
+    )
+    errors = errors_of(path)
+    joined = "\n".join(errors)
+    for job, line in (("a", 6), ("b", 9)):
+        assert f"{path}:{line} jobs.{job}.schedule: '61 * * * *' is not a valid cron" in joined
+        assert f"{path}:{line + 1} jobs.{job}.commands[0]: 'ls' is not a dbt command" in joined
+    for job, line in (("c", 13), ("d", 16)):
+        assert f"{path}:{line} jobs.{job}.timezone: unknown time zone 'Mars/Olympus'" in joined
+    # An inherited bad default is reported once per job, at the defaults line.
+    assert sum(error.startswith(f"{path}:3 defaults.timeout: 'soon'") for error in errors) == 4
+    assert len(errors) == 10, joined
+
+
+def test_jobs_with_one_schedule_share_an_equal_trigger(tmp_path: Path, project: Path) -> None:
+    path = write(
+        tmp_path,
+        "jobs:\n  a: {schedule: '0 6 * * *', project_dir: proj}\n"
+        "  b: {schedule: '0 6 * * *', project_dir: proj, timezone: Europe/Paris}\n"
+        "  c: {schedule: '0 6 * * *', project_dir: proj}\n",
+    )
+    jobs = load_config(path).jobs
+    start = datetime(2026, 1, 1, 7, tzinfo=UTC)
+    assert jobs["a"].trigger == jobs["c"].trigger != jobs["b"].trigger
+    assert jobs["c"].trigger.next_after(start) == datetime(2026, 1, 2, 6, tzinfo=UTC)
+    assert jobs["b"].trigger.next_after(start) == datetime(2026, 1, 2, 5, tzinfo=UTC)
+
+
+def test_file_checks_are_fresh_on_every_load(tmp_path: Path, project: Path) -> None:
+    path = write(tmp_path, "jobs:\n  a: {schedule: '@daily', project_dir: proj, env_file: later.env}\n")
+    [error] = errors_of(path)
+    assert "later.env does not exist" in error
+    (tmp_path / "later.env").write_text("A=1\n")
+    assert load_config(path).jobs["a"].env_file == tmp_path / "later.env"
+
+
+def test_load_config_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path, project: Path) -> None:
+    import gc
+
+    good = write(tmp_path, "jobs:\n  a: {schedule: '@daily', project_dir: proj}\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("jobs:\n  a: {schedule: '61 * * * *', project_dir: proj}\n")
+    assert gc.isenabled()
+    load_config(good)
+    assert gc.isenabled()
+    with pytest.raises(ConfigError):
+        load_config(bad)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        load_config(good)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
