@@ -69,17 +69,7 @@ def scheduler_variables(
         "DBT_SCHEDULER_RUN_ID": request.run_id,
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
-    target = request.target or job.target
-    if target:
-        env["DBT_TARGET"] = target
-    if job.git is not None:
-        env["DBT_GIT_URL"] = job.git.url
-        if job.git.ref:
-            env["DBT_GIT_REF"] = job.git.ref
-        if job.git.subdir:
-            env["DBT_GIT_SUBDIR"] = job.git.subdir
-    elif job.project_dir is not None:
-        env["DBT_PROJECT_DIR"] = str(job.project_dir)
+    env.update(_code_and_target(job, request, str(job.project_dir) if job.project_dir else None))
     if job.profiles_dir is not None:
         env["DBT_PROFILES_DIR"] = str(job.profiles_dir)
     if partial_parse_cache is not None:
@@ -117,6 +107,17 @@ def container_variables(
             "DBT_SEND_ANONYMOUS_USAGE_STATS": env.get("DBT_SEND_ANONYMOUS_USAGE_STATS", "false"),
         }
     )
+    env.update(_code_and_target(job, request, project_dir))
+    if artifacts_s3_uri:
+        env["DBT_ARTIFACTS_S3_URI"] = artifacts_s3_uri
+    if artifacts_dir:
+        env["DBT_ARTIFACTS_DIR"] = artifacts_dir
+    return env
+
+
+def _code_and_target(job: Job, request: RunRequest, project_dir: str | None) -> dict[str, str]:
+    """Where the run gets its code (git, else a project folder) and which dbt target it uses."""
+    env: dict[str, str] = {}
     target = request.target or job.target
     if target:
         env["DBT_TARGET"] = target
@@ -128,8 +129,4 @@ def container_variables(
             env["DBT_GIT_SUBDIR"] = job.git.subdir
     elif project_dir is not None:
         env["DBT_PROJECT_DIR"] = project_dir
-    if artifacts_s3_uri:
-        env["DBT_ARTIFACTS_S3_URI"] = artifacts_s3_uri
-    if artifacts_dir:
-        env["DBT_ARTIFACTS_DIR"] = artifacts_dir
     return env

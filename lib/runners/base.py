@@ -181,3 +181,38 @@ class OutputWatcher:
     def join(self) -> None:
         if self._thread is not None:
             self._thread.join()
+
+
+def follow_process(
+    process: Any, log: IO[str], ctx: RunContext, stop: Callable[[], None]
+) -> tuple[int, bool, bool, OutputWatcher]:
+    """Stream a child's output until it ends; on the job's timeout or a cancel, call `stop`.
+
+    Returns (exit code, timed out, cancelled, the watcher with the SHA/ERROR markers).
+    Waits on an event set at end of output or on cancel, through the injected clock:
+    no polling, so a run that ends is noticed at once.
+    """
+    job = ctx.request.job
+    watcher = OutputWatcher(process.stdout, log, ctx)
+    finished = threading.Event()
+    watcher.start(on_eof=finished.set)
+    ctx.cancel.on_cancel(finished.set)
+    timed_out = False
+    limit = job.timeout if job.timeout is not None else threading.TIMEOUT_MAX
+    started = ctx.clock.monotonic()
+    while process.poll() is None or not watcher.done:
+        if ctx.cancel.cancelled:
+            break
+        remaining = limit - (ctx.clock.monotonic() - started)
+        if remaining <= 0:
+            timed_out = True
+            break
+        ctx.clock.wait(remaining, finished)
+        if watcher.done:
+            process.wait()
+    cancelled = ctx.cancel.cancelled and process.poll() is None
+    if timed_out or cancelled:
+        stop()
+    exit_code = process.wait()
+    watcher.join()
+    return exit_code, timed_out, cancelled, watcher

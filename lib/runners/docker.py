@@ -35,7 +35,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, NamedTuple
@@ -45,7 +44,7 @@ from lib.durations import format_duration
 from lib.markers import parse_marker
 from lib.models import DockerSettings, RunOutcome, RunStatus
 from lib.run_env import EnvFileError, container_variables, read_env_file
-from lib.runners.base import OutputWatcher, RunContext, classify_exit
+from lib.runners.base import RunContext, classify_exit, follow_process
 
 # The local runner's output watcher: one place that masks, logs and reads markers.
 
@@ -134,7 +133,9 @@ class DockerRunner:
                 with contextlib.suppress(Exception):  # history is informative, never fatal here
                     ctx.on_external_id(name, None)
                 try:
-                    followed = self._follow(process, ctx, log, launch, name)
+                    followed = follow_process(
+                        process, log, ctx, stop=lambda: self._stop(process, launch, name)
+                    )
                 finally:
                     _remove_container(launch, name, log)
             finally:
@@ -266,40 +267,6 @@ class DockerRunner:
         return args
 
     # ------------------------------------------------------------------ following the run
-
-    def _follow(
-        self,
-        process: subprocess.Popen,
-        ctx: RunContext,
-        log: IO[str],
-        launch: _Launch,
-        name: str,
-    ) -> tuple[int, bool, bool, OutputWatcher]:
-        """Streams the output until the run ends; stops the container on timeout or cancel."""
-        job = ctx.request.job
-        watcher = OutputWatcher(process.stdout, log, ctx)
-        finished = threading.Event()
-        watcher.start(on_eof=finished.set)
-        ctx.cancel.on_cancel(finished.set)
-        timed_out = False
-        limit = job.timeout if job.timeout is not None else threading.TIMEOUT_MAX
-        started = ctx.clock.monotonic()
-        while process.poll() is None or not watcher.done:
-            if ctx.cancel.cancelled:
-                break
-            remaining = limit - (ctx.clock.monotonic() - started)
-            if remaining <= 0:
-                timed_out = True
-                break
-            ctx.clock.wait(remaining, finished)
-            if watcher.done:
-                process.wait()
-        cancelled = ctx.cancel.cancelled and process.poll() is None
-        if timed_out or cancelled:
-            self._stop(process, launch, name)
-        exit_code = process.wait()
-        watcher.join()
-        return exit_code, timed_out, cancelled, watcher
 
     def _stop(self, process: subprocess.Popen, launch: _Launch, name: str) -> None:
         """`<engine> stop -t N`: SIGTERM to the container's init, SIGKILL after N seconds.

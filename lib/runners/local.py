@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from lib.dbt_results import load_node_results
 from lib.durations import format_duration
 from lib.models import RunOutcome, RunStatus
 from lib.run_env import EnvFileError, job_environment, scheduler_variables
-from lib.runners.base import OutputWatcher, RunContext, classify_exit
+from lib.runners.base import RunContext, classify_exit, follow_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUN_COMMANDS = REPO_ROOT / "docker" / "run_commands.sh"
@@ -79,28 +78,9 @@ class LocalRunner:
                 log.write(ctx.masker(message) + "\n")
                 return RunOutcome(RunStatus.FAILED_TO_START, reason=message, log_path=log_path)
 
-            watcher = OutputWatcher(process.stdout, log, ctx)
-            finished = threading.Event()
-            watcher.start(on_eof=finished.set)
-            ctx.cancel.on_cancel(finished.set)
-            timed_out = False
-            limit = job.timeout if job.timeout is not None else threading.TIMEOUT_MAX
-            started = ctx.clock.monotonic()
-            while process.poll() is None or not watcher.done:
-                if ctx.cancel.cancelled:
-                    break
-                remaining = limit - (ctx.clock.monotonic() - started)
-                if remaining <= 0:
-                    timed_out = True
-                    break
-                ctx.clock.wait(remaining, finished)
-                if watcher.done:
-                    process.wait()
-            cancelled = ctx.cancel.cancelled and process.poll() is None
-            if timed_out or cancelled:
-                self._stop(process, ctx)
-            exit_code = process.wait()
-            watcher.join()
+            exit_code, timed_out, cancelled, watcher = follow_process(
+                process, log, ctx, stop=lambda: self._stop(process, ctx)
+            )
 
         nodes = load_node_results(ctx.run_dir)
         if timed_out:
