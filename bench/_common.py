@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import statistics
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,3 +132,16 @@ def _num(value: float) -> str:
     if value == int(value) and abs(value) >= 10:
         return str(int(value))
     return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+
+
+@contextmanager
+def workspace(prefix: str, keep: bool = False) -> Iterator[Path]:
+    """A fresh temp dir for one benchmark, removed afterwards unless `keep` (then its path is printed)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield tmp
+    finally:
+        if keep:
+            print(f"(kept {tmp})")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -18,17 +18,25 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from _common import REPO, SCHEDULER, default_python, load_note, median, percentile, result_line, table
+from _common import (
+    REPO,
+    SCHEDULER,
+    default_python,
+    load_note,
+    median,
+    percentile,
+    result_line,
+    table,
+    workspace,
+)
 
 TARGET_P99_MS = 50.0
 WARMUP_FIRES = 2  # per job: the first runs also import the summary printer (rich)
@@ -161,7 +169,6 @@ def main() -> int:
     several = 60 if args.quick else 150
     variants = [Variant("1 job", 1, single), Variant(f"{args.jobs} jobs", args.jobs, several)]
 
-    root = Path(tempfile.mkdtemp(prefix="bench-dispatch-"))
     print(
         f"dispatch latency: real daemon, jobs `every: 1 second`, tiny run script; "
         f"{WARMUP_FIRES} warm-up fires per job dropped; {load_note()}"
@@ -169,7 +176,7 @@ def main() -> int:
     rows: list[list[object]] = []
     worst_p99 = 0.0
     ok = True
-    try:
+    with workspace("bench-dispatch-", keep=args.keep) as root:
         for variant in variants:
             print(f"  {variant.name}: collecting {variant.samples} samples …", flush=True)
             samples, outcomes, rc = run_variant(variant, args.python, root)
@@ -215,11 +222,6 @@ def main() -> int:
         )
         print(line if ok else line.replace(" PASS", " FAIL"))
         return 0 if ok else 1
-    finally:
-        if args.keep:
-            print(f"(kept {root})")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

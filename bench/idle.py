@@ -40,13 +40,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,6 +60,7 @@ from _common import (
     result_line,
     status_kb,
     table,
+    workspace,
 )
 
 TARGET_RSS_MB = {"local": 30.0, "ecs": 60.0}
@@ -939,14 +938,8 @@ def main() -> int:
     if os.sep in args.python:  # the daemon and moto run in the temp dir; keep a venv's symlink
         args.python = os.path.abspath(args.python)
 
-    tmp = Path(tempfile.mkdtemp(prefix=f"bench-idle-{args.runner}-"))
-    try:
+    with workspace(f"bench-idle-{args.runner}-", keep=args.keep) as tmp:
         return (run_ecs if args.runner == "ecs" else run_local)(args, tmp, window)
-    finally:
-        if args.keep:
-            print(f"(kept {tmp})")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -36,13 +36,12 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import REPO, SCHEDULER, default_python, load_note, median, result_line, table
+from _common import REPO, SCHEDULER, default_python, load_note, median, result_line, table, workspace
 
 TARGET_RATIO = 1.05
 JOB = "example"
@@ -333,8 +332,7 @@ def main() -> int:
     args = parser.parse_args()
     pairs = args.runs or (3 if args.quick else 5)
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
-    try:
+    with workspace("bench-overhead-", keep=args.keep) as tmp:
         bench = Bench(tmp, args.python, args.project.resolve(), args.mode)
         print(
             f"overhead: scheduler run-now vs direct dbt build, {pairs} interleaved pairs after 1 warm-up "
@@ -430,11 +428,6 @@ def main() -> int:
         print(f"finished; {load_note()}")
         print(result_line("overhead", [("median_ratio", ratio, "<=", TARGET_RATIO, ratio <= TARGET_RATIO)]))
         return 0
-    finally:
-        if args.keep:
-            print(f"(kept {tmp})")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

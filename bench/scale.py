@@ -27,14 +27,12 @@ import json
 import os
 import random
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, SCHEDULER, default_python, load_note, median, result_line, table
+from _common import REPO, SCHEDULER, default_python, load_note, median, result_line, table, workspace
 
 TARGET_S = 1.0
 ZONES = (
@@ -269,8 +267,7 @@ def main() -> int:
     rounds = args.repeat or (2 if args.quick else 3)
     validates = 1 if args.quick else 3
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    try:
+    with workspace("bench-scale-", keep=args.keep) as tmp:
         project = tmp / "project"
         project.mkdir()
         (project / "dbt_project.yml").write_text("name: bench\nprofile: bench\nversion: '1.0'\n")
@@ -346,11 +343,6 @@ def main() -> int:
         value = median(totals)
         print(result_line("scale", [("load_next_median_s", value, "<=", TARGET_S, value <= TARGET_S)]))
         return 0 if all(row[2] == 0 for row in vrows) else 1
-    finally:
-        if args.keep:
-            print(f"(kept {tmp})")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
