@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,17 +104,28 @@ class RunService:
         cancel: CancelToken | None = None,
     ) -> RunRecord:
         """Run once under the job's lock; a run already in progress means this one is skipped."""
-        job = request.job
-        lock = job_lock(self.state_dir, job.name) if job.overlap == "skip" else None
         holder = f"pid={os.getpid()} run_id={request.run_id} since={self.clock.now().isoformat()}"
-        if lock is not None and not lock.try_acquire(holder):
-            who = lock.holder() or "another process"
-            return self.skip(request, f"previous run still running ({who}); overlap: skip")
-        try:
+        with self._job_lock(request, holder) as busy:
+            if busy is not None:
+                return self.skip(request, f"previous run still running ({busy}); overlap: skip")
             cancel = cancel or CancelToken()
             if cancel.cancelled:
                 return self.skip(request, "the scheduler was stopping before the run started")
             return self._execute_locked(request, on_line, cancel)
+
+    @contextmanager
+    def _job_lock(self, request: RunRequest, holder: str) -> Iterator[str | None]:
+        """Hold the job's run lock (with `overlap: skip`) for the block.
+
+        Yields None when the run may go, or who holds the lock when another run does.
+        """
+        job = request.job
+        lock = job_lock(self.state_dir, job.name) if job.overlap == "skip" else None
+        if lock is not None and not lock.try_acquire(holder):
+            yield lock.holder() or "another process"
+            return
+        try:
+            yield None
         finally:
             if lock is not None:
                 lock.release()
@@ -131,20 +143,14 @@ class RunService:
         Used at start-up for history rows still `running` with an external id, so a
         restarted daemon records the outcome instead of running the job again.
         """
-        job = request.job
-        lock = job_lock(self.state_dir, job.name) if job.overlap == "skip" else None
-        holder = f"pid={os.getpid()} run_id={request.run_id} reattached"
-        if lock is not None and not lock.try_acquire(holder):
-            # Someone else (another daemon?) already follows it: leave the row to them.
-            log.warning("%s: run %s is followed by %s", job.name, request.run_id, lock.holder())
-            return self._record_for(request, started_at, RunOutcome(RunStatus.SKIPPED), None)
-        try:
+        with self._job_lock(request, f"pid={os.getpid()} run_id={request.run_id} reattached") as busy:
+            if busy is not None:
+                # Someone else (another daemon?) already follows it: leave the row to them.
+                log.warning("%s: run %s is followed by %s", request.job.name, request.run_id, busy)
+                return self._record_for(request, started_at, RunOutcome(RunStatus.SKIPPED), None)
             return self._execute_locked(
                 request, on_line, cancel or CancelToken(), reattach_to=(external_id, started_at)
             )
-        finally:
-            if lock is not None:
-                lock.release()
 
     def _execute_locked(
         self,
