@@ -19,7 +19,13 @@
 #   DBT_TARGET, DBT_PROFILES_DIR  read by dbt itself; DBT_PROFILES_DIR defaults to the
 #                      project folder when it holds a profiles.yml
 #   DBT_ARTIFACTS_DIR  where run_results.json and manifest.json are copied at the end
-#   DBT_PARTIAL_PARSE_CACHE  folder keeping partial_parse.msgpack between runs
+#   DBT_PARTIAL_PARSE_CACHE  folder keeping partial_parse.msgpack between runs; it is
+#                      reused only by a run whose project lives at the same path
+#   DBT_GIT_CHECKOUT_DIR  the job's persistent checkout (with DBT_GIT_URL): updated by
+#                      fetch + checkout of the exact commit + clean on every run, so the
+#                      project root stays the same and dbt's partial parse stays valid.
+#                      A run that finds it locked by another run of the job (overlap:
+#                      allow) clones privately into DBT_RUN_DIR and skips the cache.
 #   DBT_ARTIFACTS_S3_URI  s3://bucket/prefix/ that run_results.json and manifest.json
 #                      are uploaded to at the end (upload_artifacts.py, next to this
 #                      script; needs boto3); a failed upload is a WARNING only
@@ -40,7 +46,9 @@
 #
 # Exit codes: the first failing dbt command's own code (1 failure, 2 error), or
 #   10 bad configuration, 11 fetching the code failed, 12 dbt deps failed,
-#   127 dbt not on PATH, 130/143 interrupted (SIGINT/SIGTERM).
+#   127 dbt not on PATH, 130/143/129 interrupted (SIGINT/SIGTERM/SIGHUP). On any of
+#   those the running dbt gets SIGINT (it cancels its warehouse queries), SIGTERM
+#   only after DBT_INTERRUPT_GRACE seconds (default 15).
 #
 # Never add `set -x`: it would print the token and every secret in the environment.
 set -euo pipefail
@@ -73,27 +81,56 @@ trap 'rc=$?; say "EXIT $rc"; exit "$rc"' EXIT
 # Long steps run as a background child + `wait`: bash runs a trap only once a
 # foreground command has finished, so `docker stop` / ECS StopTask (SIGTERM to
 # PID 1, which has no default handlers) would otherwise wait for the kill -9.
+#
+# A non-interactive bash starts `cmd &` with SIGINT ignored, and Python (dbt) then
+# installs no KeyboardInterrupt handler: dbt cancels its warehouse queries only on
+# SIGINT, so a child that cannot get one dies on SIGTERM with its queries still
+# running (and billing). `env --default-signal=INT` (coreutils >= 8.31) gives the
+# child SIGINT back before it starts.
+if env --default-signal=INT true 2>/dev/null; then
+  default_sigint=(env --default-signal=INT)
+else
+  default_sigint=()
+fi
+# Seconds dbt gets after SIGINT to cancel its queries and exit, before SIGTERM. Keep
+# it under the runner's own grace (docker stop -t, the ECS task's stopTimeout, 30 s
+# by default) so dbt's cancellation, not a SIGKILL, ends the run.
+readonly INTERRUPT_GRACE=${DBT_INTERRUPT_GRACE:-15}
 child=""
 run_child() {
   local rc=0
-  "$@" &
+  if declare -F -- "$1" >/dev/null; then
+    "$@" &  # one of our functions (git_remote): nothing to cancel cleanly
+  else
+    "${default_sigint[@]}" "$@" &
+  fi
   child=$!
   wait "$child" || rc=$?
   child=""
   return "$rc"
 }
 
+# SIGINT to the child (dbt's Ctrl-C: it cancels its queries and prints "Exited
+# because of keyboard interrupt"), SIGTERM if it is still there after the grace.
+# kill -0 fails once bash has reaped the child, so the loop ends when dbt does.
+stop_child() {
+  local tenths=$((INTERRUPT_GRACE * 10))
+  kill -INT "$child" 2>/dev/null || return 0
+  while ((tenths-- > 0)) && kill -0 "$child" 2>/dev/null; do sleep 0.1; done
+  if kill -0 "$child" 2>/dev/null; then
+    say "ERROR dbt did not stop within ${INTERRUPT_GRACE}s of SIGINT: sending SIGTERM"
+    kill -TERM "$child" 2>/dev/null || true
+  fi
+  wait "$child" 2>/dev/null || true
+}
+
 post_run_done=0
 # shellcheck disable=SC2317  # invoked by the traps below
 on_signal() {
   local name=$1 code=$2
-  trap - TERM INT
+  trap - TERM INT HUP
   say "ERROR received SIG$name: stopping dbt; the run was cancelled"
-  if [[ -n $child ]]; then
-    # SIGTERM, not SIGINT: bash starts background children with SIGINT ignored.
-    kill -TERM "$child" 2>/dev/null || true
-    wait "$child" 2>/dev/null || true
-  fi
+  if [[ -n $child ]]; then stop_child; fi
   if [[ ${commands_started:-0} == 1 && $post_run_done == 0 ]]; then
     post_run
   fi
@@ -101,6 +138,7 @@ on_signal() {
 }
 trap 'on_signal TERM 143' TERM
 trap 'on_signal INT 130' INT
+trap 'on_signal HUP 129' HUP
 
 # --- DBT_COMMANDS parsing -------------------------------------------------------
 # Each line is split into words like a shell would for quoting ('…', "…", \x),
@@ -254,10 +292,29 @@ print_git_log() {
 # takes branches and tags but not commit SHAs; init + fetch <ref> + checkout
 # FETCH_HEAD takes all three (a SHA needs a server that allows fetching it:
 # protocol v2 servers such as GitHub, GitLab and file:// do).
+# The job's persistent checkout, when this run can have it to itself: flock on a file
+# beside it, held (fd inherited by dbt) until the run ends, so a second run of the
+# job at the same time never shares the work tree. Sets CHECKOUT to the folder to use.
+# Why persistent: dbt's partial_parse.msgpack stores absolute paths (seed files,
+# the project root); a fresh clone per run moved the root, and dbt looked for the
+# seeds of the first run's deleted clone (issue 6).
+checkout_dir() {
+  local dir=${DBT_GIT_CHECKOUT_DIR:-}
+  if [[ -n $dir ]] && command -v flock >/dev/null && mkdir -p -- "${dir%/*}" &&
+    exec {checkout_lock}>>"$dir.lock" && flock -n "$checkout_lock"; then
+    CHECKOUT=$dir
+    return 0
+  fi
+  if [[ -n $dir ]]; then
+    say "STEP fetch: the job's checkout $dir is in use by another run of this job: cloning into a private folder (no partial-parse reuse this time)"
+    DBT_PARTIAL_PARSE_CACHE=""
+  fi
+  CHECKOUT=$DBT_RUN_DIR/project
+}
+
 clone_project() {
   local ref=${DBT_GIT_REF:-} shown dest log rc=0 sha
   shown=$(display_url "$DBT_GIT_URL")
-  dest=$DBT_RUN_DIR/project
   log=$DBT_RUN_DIR/git.log
   if [[ $ref == -* ]]; then
     fail "$EXIT_CONFIG" "DBT_GIT_REF '$ref' starts with '-': give a branch, tag or full commit SHA ($(setting git.ref))"
@@ -266,10 +323,17 @@ clone_project() {
     fail "$EXIT_CONFIG" "DBT_GIT_SUBDIR '$DBT_GIT_SUBDIR' must be a relative path inside the repository without '..' ($(setting git.subdir))"
   fi
   command -v git >/dev/null || fail "$EXIT_FETCH" "git is not on PATH: install git in the image or unset DBT_GIT_URL"
+  # Not in a $(…) subshell: the lock's descriptor must stay open in this shell.
+  checkout_dir
+  dest=$CHECKOUT
   say "STEP fetch: git fetch --depth 1 $shown ${ref:-(default branch)} into $dest"
 
-  { rm -rf -- "$dest" && mkdir -p -- "$dest" && git -C "$dest" -c init.defaultBranch=run init -q; } ||
-    fail "$EXIT_FETCH" "cannot create a fresh git repository in $dest: check DBT_RUN_DIR is writable"
+  # A persistent checkout is reused; a broken one (or a private folder) starts afresh.
+  if ! git -C "$dest" rev-parse --is-inside-work-tree >/dev/null 2>&1 ||
+    [[ $(git -C "$dest" rev-parse --show-toplevel 2>/dev/null) != "$(cd -- "$dest" && pwd -P)" ]]; then
+    { rm -rf -- "$dest" && mkdir -p -- "$dest" && git -C "$dest" -c init.defaultBranch=run init -q; } ||
+      fail "$EXIT_FETCH" "cannot create a fresh git repository in $dest: check it is writable"
+  fi
   if ! run_child git_remote -C "$dest" fetch --quiet --depth 1 --no-tags origin "${ref:-HEAD}" >"$log" 2>&1; then
     print_git_log "$log"
     if grep -q "couldn't find remote ref\|not our ref" "$log"; then
@@ -281,7 +345,10 @@ clone_project() {
     fail "$EXIT_FETCH" "git fetch of ${ref:-the default branch} from $shown failed: check DBT_GIT_URL ($(setting git.url)), the network and DBT_ENV_SECRET_GIT_TOKEN"
   fi
   print_git_log "$log"
-  git -C "$dest" -c advice.detachedHead=false checkout -q FETCH_HEAD >"$log" 2>&1 || rc=$?
+  # -f and clean -ffdx: the tree is exactly the commit, whatever the last run left
+  # (dbt_packages/, a half-written file of a killed run); target/ lives in DBT_RUN_DIR.
+  { git -C "$dest" -c advice.detachedHead=false checkout -q -f --detach FETCH_HEAD &&
+    git -C "$dest" clean -q -ffdx; } >"$log" 2>&1 || rc=$?
   if ((rc != 0)); then
     print_git_log "$log"
     fail "$EXIT_FETCH" "git checkout of ${ref:-the default branch} from $shown failed (exit $rc)"
@@ -323,11 +390,14 @@ atomic_copy() {
   return 1
 }
 
+# The cache is keyed on the project root: dbt's file keeps absolute paths, so it is
+# valid only for a project at the same place (the file `project_root` beside it).
 save_partial_parse() {
   local src=$DBT_TARGET_PATH/partial_parse.msgpack
   [[ -n ${DBT_PARTIAL_PARSE_CACHE:-} && -f $src ]] || return 0
   if ! { mkdir -p -- "$DBT_PARTIAL_PARSE_CACHE" &&
-    atomic_copy "$src" "$DBT_PARTIAL_PARSE_CACHE/partial_parse.msgpack"; }; then
+    atomic_copy "$src" "$DBT_PARTIAL_PARSE_CACHE/partial_parse.msgpack" &&
+    printf '%s\n' "$PROJECT_DIR" >"$DBT_PARTIAL_PARSE_CACHE/project_root"; }; then
     say "STEP artifacts: WARNING could not save partial_parse.msgpack to $DBT_PARTIAL_PARSE_CACHE (the next run parses from scratch)"
   fi
 }
@@ -398,7 +468,7 @@ absolute() { if [[ $1 == /* ]]; then printf '%s' "$1"; else printf '%s/%s' "$PWD
 
 # --- main ---------------------------------------------------------------------------
 load_commands
-for name in DBT_ARTIFACTS_DIR DBT_PARTIAL_PARSE_CACHE DBT_PROFILES_DIR; do
+for name in DBT_ARTIFACTS_DIR DBT_PARTIAL_PARSE_CACHE DBT_GIT_CHECKOUT_DIR DBT_PROFILES_DIR; do
   if [[ -n ${!name:-} ]]; then export "$name=$(absolute "${!name}")"; fi
 done
 # A relative repository path would be read from inside the clone: anchor it here.
@@ -449,9 +519,10 @@ fi
 
 # 3. commands, in order, stopping at the first failure.
 mkdir -p -- "$DBT_TARGET_PATH"
-if [[ -n ${DBT_PARTIAL_PARSE_CACHE:-} && -f $DBT_PARTIAL_PARSE_CACHE/partial_parse.msgpack ]]; then
-  # dbt checks the file against the project, profile, vars and its version and
-  # parses from scratch when anything differs, so a stale copy is only slow.
+if [[ -n ${DBT_PARTIAL_PARSE_CACHE:-} && -f $DBT_PARTIAL_PARSE_CACHE/partial_parse.msgpack &&
+  $(cat -- "$DBT_PARTIAL_PARSE_CACHE/project_root" 2>/dev/null) == "$PROJECT_DIR" ]]; then
+  # dbt checks the file against the project's files, profile, vars and its version
+  # and re-parses what differs; it does not check the project root (hence the key).
   cp -- "$DBT_PARTIAL_PARSE_CACHE/partial_parse.msgpack" "$DBT_TARGET_PATH/" || true
 fi
 # A reused DBT_RUN_DIR (a retry) must not hand the last attempt's files on as ours.

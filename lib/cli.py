@@ -9,6 +9,7 @@ rich is imported inside the commands that print tables, so the daemon starts lea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import logging
@@ -280,12 +281,22 @@ def cmd_run_now(args: argparse.Namespace) -> int:
     from lib.runners.base import CancelToken
 
     cancel = CancelToken()
-    # Ctrl-C / SIGTERM stop the dbt process group cleanly and record the run as cancelled.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: cancel.cancel())
+
+    # Ctrl-C, SIGTERM and SIGHUP (the terminal or SSH session went away) stop dbt
+    # through the same path as a timeout: SIGINT first, so dbt cancels its warehouse
+    # queries; the run is recorded as cancelled. The handler only sets the token: the
+    # stopping happens on this thread, in the runner's wait loop.
+    def on_signal(number: int, _frame: Any) -> None:
+        name = signal.Signals(number).name
+        why = " (the terminal went away)" if number == signal.SIGHUP else ""
+        cancel.cancel(f"cancelled by {name}{why} during run-now")
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     with RunProgress(console, job.name) as progress:
         record = app.service.execute(request, on_line=progress.on_line, cancel=cancel)
-    render_summary(record, console)
+    with contextlib.suppress(OSError):  # the terminal is gone (SIGHUP): the run is recorded
+        render_summary(record, console)
     return EXIT_OK if record.outcome.status.ok else EXIT_JOB_FAILED
 
 

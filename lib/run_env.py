@@ -53,12 +53,25 @@ def read_env_file(job: Job) -> dict[str, str]:
     return {name: value or "" for name, value in values.items()}
 
 
+def job_cache_variables(job: Job, cache_dir: Path) -> dict[str, str]:
+    """Where run_commands.sh keeps a job's state between runs, inside `cache_dir`.
+
+    partial_parse/ holds dbt's partial_parse.msgpack; checkout/ (git jobs) is the job's
+    persistent checkout, so the project root, which dbt's parse state records, stays
+    the same from run to run.
+    """
+    env = {"DBT_PARTIAL_PARSE_CACHE": str(cache_dir / "partial_parse")}
+    if job.git is not None:
+        env["DBT_GIT_CHECKOUT_DIR"] = str(cache_dir / "checkout")
+    return env
+
+
 def scheduler_variables(
     job: Job,
     request: RunRequest,
     run_dir: Path,
     work_dir: Path,
-    partial_parse_cache: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> dict[str, str]:
     """The variables run_commands.sh reads (see its header), for this job and run."""
     env = {
@@ -72,8 +85,8 @@ def scheduler_variables(
     env.update(_code_and_target(job, request, str(job.project_dir) if job.project_dir else None))
     if job.profiles_dir is not None:
         env["DBT_PROFILES_DIR"] = str(job.profiles_dir)
-    if partial_parse_cache is not None:
-        env["DBT_PARTIAL_PARSE_CACHE"] = str(partial_parse_cache)
+    if cache_dir is not None:
+        env.update(job_cache_variables(job, cache_dir))
     return env
 
 

@@ -188,7 +188,7 @@ def test_success_passes_every_variable_masks_secrets_and_reads_artifacts(
         "DBT_ARTIFACTS_DIR=/artifacts",
         "DBT_PROJECT_DIR=/project",
         "DBT_PROFILES_DIR=/profiles",
-        "DBT_PARTIAL_PARSE_CACHE=/cache",
+        "DBT_PARTIAL_PARSE_CACHE=/cache/partial_parse",
         "DBT_TARGET=prod",
         "DBT_SEND_ANONYMOUS_USAGE_STATS=false",
         "FROM_ENV_FILE=from-file",
@@ -386,7 +386,7 @@ def test_command_line_shape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         "-v",
         f"{project}:/project:ro",
         "-v",
-        f"{cache}/partial_parse:/cache",
+        f"{cache}:/cache",
         "--network",
         "host",
         "shop:2",  # the job's image beats docker.image

@@ -465,25 +465,36 @@ def test_dbt_missing_from_path_exits_127(project: Path, tmp_path: Path) -> None:
     assert_ends_with_exit(done.stdout, 127)
 
 
-def test_partial_parse_state_is_restored_before_and_saved_after(
-    project: Path, fake_dbt: Path, tmp_path: Path
+@pytest.mark.parametrize("recorded_root", ["same", "elsewhere", None])
+def test_partial_parse_state_is_reused_only_for_the_same_project_root(
+    project: Path, fake_dbt: Path, tmp_path: Path, recorded_root: str | None
 ) -> None:
+    """dbt's parse state holds absolute paths: a cache saved for a project elsewhere
+    (an older clone, a moved project_dir) or with no recorded root is not restored."""
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "partial_parse.msgpack").write_text("from the last run\n")
+    if recorded_root is not None:
+        root = project.resolve() if recorded_root == "same" else tmp_path / "old-clone"
+        (cache / "project_root").write_text(f"{root}\n")
     env = {
         "DBT_PROJECT_DIR": str(project),
         "DBT_RUN_DIR": str(tmp_path / "run"),
         "DBT_PARTIAL_PARSE_CACHE": str(cache),
     }
 
-    done = run_script(env, tmp_path, dbt_bin_dir=fake_dbt)
-
-    assert done.returncode == 0, done.stdout
-    assert fake_lines(done.stdout, "PARTIAL_PARSE") == ["from the last run"]
-    assert (cache / "partial_parse.msgpack").read_text() == "written by build\n"
-    # Saved through a temporary file and a rename: nothing else is left behind.
-    assert sorted(p.name for p in cache.iterdir()) == ["partial_parse.msgpack"]
+    for _ in range(2):
+        done = run_script(env, tmp_path, dbt_bin_dir=fake_dbt)
+        assert done.returncode == 0, done.stdout
+        expected = ["from the last run"] if recorded_root == "same" else []
+        assert fake_lines(done.stdout, "PARTIAL_PARSE") == expected
+        assert (cache / "partial_parse.msgpack").read_text() == "written by build\n"
+        assert (cache / "project_root").read_text() == f"{project.resolve()}\n"
+        # Saved through a temporary file and a rename: nothing else is left behind.
+        assert sorted(p.name for p in cache.iterdir()) == ["partial_parse.msgpack", "project_root"]
+        # From the second run on, the cache is this project's own.
+        recorded_root = "same"
+        (cache / "partial_parse.msgpack").write_text("from the last run\n")
 
 
 def test_sigterm_stops_dbt_and_still_ends_with_the_exit_marker(

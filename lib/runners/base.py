@@ -38,6 +38,9 @@ class CancelToken:
         # Set by `detach()`: stop following the run but leave it going (a remote task a
         # restarted daemon re-attaches to), instead of stopping it.
         self.detached = False
+        # Why the run was cancelled, for its outcome; the first cancel's reason wins.
+        self.reason = "cancelled: the scheduler was stopping"
+        self._reason_given = False
 
     def detach(self) -> None:
         self.detached = True
@@ -47,8 +50,10 @@ class CancelToken:
     def cancelled(self) -> bool:
         return self._event.is_set()
 
-    def cancel(self) -> None:
+    def cancel(self, reason: str | None = None) -> None:
         with self._lock:
+            if reason is not None and not self._reason_given:
+                self.reason, self._reason_given = reason, True
             self._event.set()
             callbacks = list(self._callbacks)
         for callback in callbacks:

@@ -43,7 +43,7 @@ from lib.dbt_results import load_node_results
 from lib.durations import format_duration
 from lib.markers import parse_marker
 from lib.models import DockerSettings, RunOutcome, RunStatus
-from lib.run_env import EnvFileError, container_variables, read_env_file
+from lib.run_env import EnvFileError, container_variables, job_cache_variables, read_env_file
 from lib.runners.base import RunContext, classify_exit, follow_process
 
 # The local runner's output watcher: one place that masks, logs and reads markers.
@@ -148,7 +148,7 @@ class DockerRunner:
             status = RunStatus.TIMED_OUT
             reason = f"exceeded its timeout of {format_duration(job.timeout)}: the container was stopped"
         elif cancelled:
-            status, reason = RunStatus.CANCELLED, "cancelled: the scheduler was stopping"
+            status, reason = RunStatus.CANCELLED, ctx.cancel.reason
         elif exit_code == ENGINE_ERROR or (exit_code in ENTRYPOINT_ERRORS and not _script_ran(tail)):
             status = RunStatus.FAILED_TO_START
             reason = _start_failure(self.settings.engine, image, exit_code, tail)
@@ -222,7 +222,7 @@ class DockerRunner:
         if job.profiles_dir is not None:
             env["DBT_PROFILES_DIR"] = PROFILES_MOUNT
         if ctx.cache_dir is not None:
-            env["DBT_PARTIAL_PARSE_CACHE"] = CACHE_MOUNT
+            env.update(job_cache_variables(job, Path(CACHE_MOUNT)))
         return env
 
     def _mounts(self, ctx: RunContext) -> list[str] | str:
@@ -239,11 +239,10 @@ class DockerRunner:
         if job.profiles_dir is not None:
             binds.append((job.profiles_dir, PROFILES_MOUNT, True, f"{where}.profiles_dir"))
         if ctx.cache_dir is not None:
-            cache = ctx.cache_dir / "partial_parse"
-            # Created here, owned by the daemon: a missing bind source would be
-            # created by a docker daemon as root.
-            cache.mkdir(parents=True, exist_ok=True)
-            binds.append((cache, CACHE_MOUNT, False, "the partial-parse cache"))
+            # The job's cache folder (partial parse, git checkout). Created here, owned
+            # by the daemon: a missing bind source would be created by a docker daemon as root.
+            ctx.cache_dir.mkdir(parents=True, exist_ok=True)
+            binds.append((ctx.cache_dir, CACHE_MOUNT, False, "the job's cache folder"))
         args: list[str] = []
         for host, target, read_only, what in binds:
             host = host.resolve()

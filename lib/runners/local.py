@@ -22,8 +22,11 @@ from lib.runners.base import RunContext, classify_exit, follow_process
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUN_COMMANDS = REPO_ROOT / "docker" / "run_commands.sh"
 # How long each polite signal gets before the next, harsher one when stopping a run.
-# SIGINT first: dbt treats it as Ctrl-C and cancels the queries it has open in the warehouse.
-STOP_SEQUENCE = ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0))
+# SIGINT first, to run_commands.sh alone: it passes SIGINT on to dbt, which treats it
+# as Ctrl-C and cancels the queries it has open in the warehouse, and sends SIGTERM
+# itself after its own 15 s grace. Sent to the whole group, dbt would get SIGINT twice
+# and a second Ctrl-C interrupts its cancellation. SIGTERM and SIGKILL go to the group.
+STOP_SEQUENCE = ((signal.SIGINT, 25.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0))
 
 Popen = Callable[..., subprocess.Popen]
 
@@ -56,8 +59,7 @@ class LocalRunner:
             env = job_environment(job, self.base_env)
         except EnvFileError as exc:
             return RunOutcome(RunStatus.FAILED_TO_START, reason=str(exc), log_path=None)
-        cache = ctx.cache_dir / "partial_parse" if ctx.cache_dir is not None else None
-        env.update(scheduler_variables(job, ctx.request, ctx.run_dir, work_dir, cache))
+        env.update(scheduler_variables(job, ctx.request, ctx.run_dir, work_dir, ctx.cache_dir))
         if self.extra_path is not None:
             env["PATH"] = f"{self.extra_path}{os.pathsep}{env.get('PATH', os.defpath)}"
 
@@ -89,7 +91,7 @@ class LocalRunner:
                 f"exceeded its timeout of {format_duration(job.timeout)}: the run was stopped",
             )
         elif cancelled:
-            status, reason = RunStatus.CANCELLED, "cancelled: the scheduler was stopping"
+            status, reason = RunStatus.CANCELLED, ctx.cancel.reason
         else:
             status, reason = classify_exit(
                 exit_code,
@@ -115,7 +117,10 @@ class LocalRunner:
         """Signal the whole process group, escalating until it is gone."""
         for sig, grace in self.stop_sequence:
             try:
-                os.killpg(process.pid, sig)
+                if sig == signal.SIGINT:
+                    os.kill(process.pid, sig)
+                else:
+                    os.killpg(process.pid, sig)
             except ProcessLookupError:
                 return
             try:
