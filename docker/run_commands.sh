@@ -31,12 +31,16 @@
 #                      script; needs boto3); a failed upload is a WARNING only
 #   DBT_PYTHON         the python3 for that upload (default: the one next to dbt,
 #                      else python3 on PATH)
+#   DBT_ALLOW_FAILURE  space-separated numbers (1-based) of the commands whose failure
+#                      does not stop the run (e.g. "1" for a `dbt source freshness`
+#                      before `dbt build`); the run's exit code ignores them
 #   DBT_SCHEDULER_JOB  the job's name, only to name its settings in error messages
 # Relative paths are taken from the directory the script starts in.
 #
 # Artifacts: DBT_ARTIFACTS_DIR gets manifest.json, run_results.json (written by the
-# last command that ran, absent if it died before writing one) and
-# run_results.<i>.json for each command i that wrote one.
+# last command that ran, absent if it died before writing one),
+# run_results.<i>.json for each command i that wrote one, sources.json and
+# sources.<i>.json likewise for `dbt source freshness`, and git_sha (the commit).
 #
 # Output: dbt's own output, plus marker lines the Python runner parses:
 #   [run_commands] STEP fetch: <text>        [run_commands] GIT_SHA <40-hex sha>
@@ -288,7 +292,7 @@ print_git_log() {
   printf '%s\n' "$text"
 }
 
-# Fresh shallow clone of one ref into $DBT_RUN_DIR/project. `git clone --branch`
+# Shallow fetch of one ref into the job's checkout (or $DBT_RUN_DIR/project). `git clone --branch`
 # takes branches and tags but not commit SHAs; init + fetch <ref> + checkout
 # FETCH_HEAD takes all three (a SHA needs a server that allows fetching it:
 # protocol v2 servers such as GitHub, GitLab and file:// do).
@@ -355,6 +359,7 @@ clone_project() {
   fi
   sha=$(git -C "$dest" rev-parse HEAD)
   say "GIT_SHA $sha"
+  GIT_SHA=$sha
 
   PROJECT_DIR=$dest${DBT_GIT_SUBDIR:+/$DBT_GIT_SUBDIR}
   if [[ ! -f $PROJECT_DIR/dbt_project.yml ]]; then
@@ -372,6 +377,7 @@ use_local_project() {
   # The commit the files came from, if they are a git checkout (may be dirty).
   if command -v git >/dev/null && sha=$(git -C "$PROJECT_DIR" rev-parse -q --verify HEAD 2>/dev/null); then
     say "GIT_SHA $sha"
+    GIT_SHA=$sha
   fi
 }
 
@@ -413,7 +419,8 @@ copy_artifacts() {
     say "STEP artifacts: WARNING cannot create DBT_ARTIFACTS_DIR $dest"
     return 0
   fi
-  for f in "$DBT_TARGET_PATH"/run_results.json "$DBT_TARGET_PATH"/run_results.*.json "$DBT_TARGET_PATH"/manifest.json; do
+  for f in "$DBT_TARGET_PATH"/{run_results,sources}.json "$DBT_TARGET_PATH"/{run_results,sources}.*.json \
+    "$DBT_TARGET_PATH"/manifest.json "$DBT_TARGET_PATH"/git_sha; do
     [[ -f $f ]] || continue
     if atomic_copy "$f" "$dest/${f##*/}"; then
       copied+=("${f##*/}")
@@ -492,7 +499,7 @@ export DBT_TARGET_PATH=$DBT_RUN_DIR/target DBT_LOG_PATH=$DBT_RUN_DIR/logs
 export DBT_SEND_ANONYMOUS_USAGE_STATS=${DBT_SEND_ANONYMOUS_USAGE_STATS:-false}
 
 # 1. fetch
-PROJECT_DIR=""
+PROJECT_DIR="" GIT_SHA=""
 if [[ -n ${DBT_GIT_URL:-} ]]; then clone_project; else use_local_project; fi
 # dbt reads DBT_PROJECT_DIR too: point it at the project we are about to run.
 export DBT_PROJECT_DIR=$PROJECT_DIR
@@ -526,7 +533,9 @@ if [[ -n ${DBT_PARTIAL_PARSE_CACHE:-} && -f $DBT_PARTIAL_PARSE_CACHE/partial_par
   cp -- "$DBT_PARTIAL_PARSE_CACHE/partial_parse.msgpack" "$DBT_TARGET_PATH/" || true
 fi
 # A reused DBT_RUN_DIR (a retry) must not hand the last attempt's files on as ours.
-rm -f -- "$DBT_TARGET_PATH"/run_results*.json "$DBT_TARGET_PATH/manifest.json"
+rm -f -- "$DBT_TARGET_PATH"/{run_results,sources}*.json "$DBT_TARGET_PATH/manifest.json"
+# The commit travels with the artifacts (S3 for ECS), not only in the log.
+if [[ -n ${GIT_SHA:-} ]]; then printf '%s\n' "$GIT_SHA" >"$DBT_TARGET_PATH/git_sha"; fi
 commands_started=1
 rc=0
 total=${#COMMANDS[@]}
@@ -536,10 +545,17 @@ for ((i = 0; i < total; i++)); do
   # Each invocation overwrites run_results.json, and one that dies early writes
   # none (dbt-core #5625): remove the previous one so a stale file is never taken
   # for this command's, and keep each command's copy as run_results.<i>.json.
-  rm -f -- "$DBT_TARGET_PATH/run_results.json"
+  rm -f -- "$DBT_TARGET_PATH/run_results.json" "$DBT_TARGET_PATH/sources.json"
   run_child "${WORDS[@]}" || rc=$?
-  if [[ -f $DBT_TARGET_PATH/run_results.json ]]; then
-    cp -- "$DBT_TARGET_PATH/run_results.json" "$DBT_TARGET_PATH/run_results.$((i + 1)).json" || true
+  for f in run_results sources; do
+    if [[ -f $DBT_TARGET_PATH/$f.json ]]; then
+      cp -- "$DBT_TARGET_PATH/$f.json" "$DBT_TARGET_PATH/$f.$((i + 1)).json" || true
+    fi
+  done
+  if ((rc != 0)) && [[ " ${DBT_ALLOW_FAILURE:-} " == *" $((i + 1)) "* ]]; then
+    say "STEP command $((i + 1))/$total: WARNING failed (exit $rc) but allowed to fail: going on"
+    rc=0
+    continue
   fi
   ((rc == 0)) || break
 done

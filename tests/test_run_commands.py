@@ -412,6 +412,67 @@ def test_commands_run_in_order_and_stop_at_the_first_failure(
     assert_ends_with_exit(done.stdout, 3)
 
 
+@pytest.mark.parametrize(
+    ("commands", "allowed", "expected_exit", "ran"),
+    [
+        ("dbt fail 1\ndbt run", "1", 0, ["<fail> <1>", "<run>"]),  # freshness fails, build goes on
+        ("dbt seed\ndbt fail 2", "2", 0, ["<seed>", "<fail> <2>"]),  # the last one may fail too
+        ("dbt fail 1\ndbt fail 4\ndbt run", "1", 4, ["<fail> <1>", "<fail> <4>"]),  # only the allowed one
+    ],
+)
+def test_allowed_failures_let_the_next_command_run(
+    project: Path,
+    fake_dbt: Path,
+    tmp_path: Path,
+    commands: str,
+    allowed: str,
+    expected_exit: int,
+    ran: list[str],
+) -> None:
+    env = {
+        "DBT_PROJECT_DIR": str(project),
+        "DBT_RUN_DIR": str(tmp_path / "run"),
+        "DBT_COMMANDS": commands,
+        "DBT_ALLOW_FAILURE": allowed,
+    }
+    for _ in range(2):
+        done = run_script(env, tmp_path, dbt_bin_dir=fake_dbt)
+        assert done.returncode == expected_exit, done.stdout
+        assert fake_lines(done.stdout, "ARGV") == ran
+        assert f"WARNING failed (exit {allowed}) but allowed to fail: going on" in done.stdout
+        assert_ends_with_exit(done.stdout, expected_exit)
+
+
+def test_each_commands_freshness_results_and_the_commit_are_kept(tmp_path: Path, fake_dbt: Path) -> None:
+    """sources.json (dbt source freshness) is kept per command like run_results.json; git_sha too."""
+    project = copy_example(tmp_path / "shop")
+    git("init", "-q", cwd=project)
+    sha = commit_all(project, "shop")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # A dbt that writes sources.json, as `dbt source freshness` does.
+    (bin_dir / "dbt").write_text(
+        "#!/usr/bin/env bash\n"
+        'mkdir -p "$DBT_TARGET_PATH"\n'
+        'echo "{\\"by\\": \\"$*\\"}" >"$DBT_TARGET_PATH/sources.json"\n'
+    )
+    (bin_dir / "dbt").chmod(0o755)
+    artifacts = tmp_path / "artifacts"
+    env = {
+        "DBT_PROJECT_DIR": str(project),
+        "DBT_RUN_DIR": str(tmp_path / "run"),
+        "DBT_ARTIFACTS_DIR": str(artifacts),
+        "DBT_COMMANDS": "dbt source freshness\ndbt source freshness --select source:raw",
+    }
+    for _ in range(2):
+        done = run_script(env, tmp_path, dbt_bin_dir=bin_dir)
+        assert done.returncode == 0, done.stdout
+        assert json.loads((artifacts / "sources.1.json").read_text()) == {"by": "source freshness"}
+        assert json.loads((artifacts / "sources.2.json").read_text())["by"].endswith("source:raw")
+        assert (artifacts / "sources.json").read_text() == (artifacts / "sources.2.json").read_text()
+        assert (artifacts / "git_sha").read_text() == f"{sha}\n"
+
+
 # --- setup steps and their exit codes ----------------------------------------------------
 
 
@@ -553,10 +614,12 @@ def test_passing_build_copies_artifacts_and_reports_one_warning(
     assert git_sha_marker(done.stdout) == remote.main_sha
     assert "PASS=24 WARN=1 ERROR=0 SKIP=0" in done.stdout
     assert sorted(p.name for p in artifacts.iterdir()) == [
+        "git_sha",
         "manifest.json",
         "run_results.1.json",
         "run_results.json",
     ]
+    assert (artifacts / "git_sha").read_text() == f"{remote.main_sha}\n"
     statuses = run_results(artifacts / "run_results.json")
     warned = [uid for uid, status in statuses.items() if status == "warn"]
     assert len(warned) == 1 and warned[0].startswith("test.shop.not_null_stg_customers_email."), warned
