@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print a JSON list (report.json fields but nodes)"
     )
     history.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    prune = sub.add_parser("prune", help="apply retention: now (the daemon does it daily)")
+    prune.add_argument("--dry-run", action="store_true", help="say what would be deleted; delete nothing")
     bootstrap = sub.add_parser("bootstrap", help="provision the AWS side for ECS jobs (see README)")
     bootstrap.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     bootstrap.add_argument(
@@ -336,6 +338,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return daemon.run_forever()
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Delete old run folders, failed runs' work/ and history rows as `retention:` says."""
+    from lib.app import build_app
+    from lib.config import load_config
+    from lib.retention import prune_state
+
+    app = build_app(load_config(_config_path(args)), runners={})
+    report = prune_state(app.config, app.history, app.clock.now(), dry_run=args.dry_run)
+    for item in report.jobs:
+        print(
+            f"{item.job}: {item.run_dirs} run folder(s), {item.work_dirs} work/ folder(s), "
+            f"{item.history_rows} history row(s), {item.bytes / 1e6:.1f} MB"
+        )
+    print(report.summary())
+    return EXIT_OK
+
+
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     """Provision what ECS jobs need: env file in S3, roles, image, log group, task definition."""
     from lib.config import load_config
@@ -372,4 +391,5 @@ COMMANDS = {
     "status": cmd_status,
     "history": cmd_history,
     "logs": cmd_logs,
+    "prune": cmd_prune,
 }

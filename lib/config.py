@@ -7,7 +7,14 @@ raising one `ConfigError`, so a user fixes the whole file in one pass.
 Merging rule for `defaults:`: a key the job does not write is taken from
 `defaults`; a key the job writes wins, even when it writes `false` or `0`; a job
 writing `null` falls back to the built-in default. `env` maps are merged key by
-key (the job's keys win) so shared variables live in one place.
+key (the job's keys win) so shared variables live in one place. `retention` is not
+a `defaults` key: the top-level `retention:` is every job's default, and a job's
+own `retention:` overrides it key by key.
+
+A bad value is reported once however many jobs inherit it; a wrong type is a
+located error like any other, and one bad key never hides another (a job with a
+bad zone still gets its cron expression checked). `commands:` lines are checked
+with the grammar docker/run_commands.sh runs them with (lib/command_grammar.py).
 """
 
 from __future__ import annotations
@@ -15,9 +22,8 @@ from __future__ import annotations
 import difflib
 import gc
 import re
-import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,15 +31,25 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from lib.command_grammar import CommandSyntaxError, check_command
 from lib.durations import parse_duration
 from lib.errors import ConfigError, ConfigIssue
-from lib.models import AwsSettings, DockerSettings, GitSource, Job, Trigger
+from lib.models import AwsSettings, DockerSettings, GitSource, Job, Retention, Trigger
 from lib.triggers import parse_cron, parse_every
 
 RUNNERS = ("local", "docker", "ecs")
 OVERLAP_POLICIES = ("skip", "allow")
 CATCHUP_POLICIES = ("none", "latest")
-TOP_LEVEL_KEYS = ("defaults", "state_dir", "max_parallel", "shutdown_grace", "aws", "docker", "jobs")
+TOP_LEVEL_KEYS = (
+    "defaults",
+    "state_dir",
+    "max_parallel",
+    "shutdown_grace",
+    "retention",
+    "aws",
+    "docker",
+    "jobs",
+)
 JOB_KEYS = (
     "description",
     "schedule",
@@ -53,12 +69,22 @@ JOB_KEYS = (
     "catchup_grace",
     "enabled",
     "image",
+    "retention",
 )
+# Job keys `defaults:` does not take: each has its own top-level home.
+NOT_IN_DEFAULTS = {"retention": "set `retention:` at the top level: it is every job's default already"}
+COMMAND_KEYS = ("run", "allow_failure")
+RETENTION_KEYS = ("keep_days", "keep_failed_work")
 AWS_KEYS = tuple(f.name for f in fields(AwsSettings))
 DOCKER_KEYS = tuple(f.name for f in fields(DockerSettings))
 LAUNCH_TYPES = ("EC2", "FARGATE")
 ENGINES = ("docker", "podman")
 GIT_KEYS = ("url", "ref", "subdir")
+# ECS throttles API calls per account and Region with token buckets that every caller
+# shares (the console, the CLI, other tools); a task's state changes over seconds, so
+# describing it more often than once a second per run only spends that budget and
+# invites ThrottlingException for everyone in the account.
+MIN_POLL_INTERVAL = 1.0
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DEFAULT_STATE_DIR = "state"
@@ -75,6 +101,9 @@ class Config:
     jobs: dict[str, Job]
     max_parallel: int = DEFAULT_MAX_PARALLEL
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE  # seconds a running job gets on SIGTERM
+    # The top-level `retention:`: what prune applies to runs of jobs no longer in the
+    # file; each Job carries its own effective policy in `Job.retention`.
+    retention: Retention = field(default_factory=Retention)
     aws: AwsSettings | None = None
     docker: DockerSettings = field(default_factory=DockerSettings)
     raw_jobs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -301,14 +330,22 @@ _MISSING = object()
 
 
 class _Issues:
-    """Collects problems with their line numbers."""
+    """Collects problems with their line numbers, each once.
+
+    A bad value in `defaults:` is met once per job that inherits it, at the same
+    path with the same message: it is one problem with one fix, so one issue.
+    """
 
     def __init__(self, source: str | None, lines: Mapping[str, int]) -> None:
         self.source = source
         self.lines = lines
         self.items: list[ConfigIssue] = []
+        self._seen: set[tuple[str, str]] = set()
 
     def add(self, path: str, message: str) -> None:
+        if (path, message) in self._seen:
+            return
+        self._seen.add((path, message))
         line = self.lines.get(path)
         probe = path
         while line is None and "." in probe:  # fall back to the nearest enclosing key
@@ -370,10 +407,14 @@ def parse_config(
         issues.add("", "the top level must be a mapping with a `jobs:` key")
         raise ConfigError(issues.items)
     _check_unknown(data, TOP_LEVEL_KEYS, "", issues)
+    # As in a job, a key written as null takes its built-in default.
+    data = {key: value for key, value in data.items() if value is not None}
 
-    state_dir = _resolve_path(data.get("state_dir") or DEFAULT_STATE_DIR, base_dir)
-    if "state_dir" in data and not isinstance(data["state_dir"], str):
-        issues.add("state_dir", "must be a path (string)")
+    state_dir_value = data.get("state_dir", DEFAULT_STATE_DIR)
+    if not isinstance(state_dir_value, str) or not state_dir_value:
+        issues.add("state_dir", f"must be a path (string), got {state_dir_value!r}")
+        state_dir_value = DEFAULT_STATE_DIR
+    state_dir = _resolve_path(state_dir_value, base_dir)
     max_parallel = data.get("max_parallel", DEFAULT_MAX_PARALLEL)
     if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
         issues.add("max_parallel", f"must be a whole number ≥ 1, got {max_parallel!r}")
@@ -382,12 +423,17 @@ def parse_config(
     shutdown_grace = _duration_or_issue(
         data.get("shutdown_grace", DEFAULT_SHUTDOWN_GRACE), "shutdown_grace", issues, memo, allow_zero=True
     )
+    retention = _retention(data.get("retention"), Retention(), "retention", issues)
 
-    defaults = data.get("defaults") or {}
+    defaults = data.get("defaults", {})
     if not isinstance(defaults, dict):
-        issues.add("defaults", "must be a mapping of job keys")
+        issues.add("defaults", f"must be a mapping of job keys, got {defaults!r}")
         defaults = {}
     _check_unknown(defaults, JOB_KEYS, "defaults", issues)
+    for key, hint in NOT_IN_DEFAULTS.items():
+        if key in defaults:
+            issues.add(f"defaults.{key}", hint)
+    defaults = {key: value for key, value in defaults.items() if key not in NOT_IN_DEFAULTS}
 
     aws = _aws(data.get("aws"), memo, issues) if data.get("aws") is not None else None
     docker = _docker(data.get("docker"), issues) if data.get("docker") is not None else DockerSettings()
@@ -398,10 +444,10 @@ def parse_config(
         issues.add("jobs", "missing: add a `jobs:` mapping of job name → settings (see README)")
         raw_jobs = {}
     elif not isinstance(raw_jobs, dict):
-        issues.add("jobs", "must be a mapping of job name → settings")
+        issues.add("jobs", f"must be a mapping of job name → settings, got {raw_jobs!r}")
         raw_jobs = {}
     for name, raw in raw_jobs.items():
-        job = _parse_job(str(name), raw, defaults, memo, issues)
+        job = _parse_job(str(name), raw, defaults, retention, memo, issues)
         if job is not None:
             _check_runner_needs(job, aws, issues)
             jobs[job.name] = job
@@ -414,13 +460,16 @@ def parse_config(
         jobs=jobs,
         max_parallel=max_parallel,
         shutdown_grace=shutdown_grace if shutdown_grace is not None else DEFAULT_SHUTDOWN_GRACE,
+        retention=retention,
         aws=aws,
         docker=docker,
         raw_jobs=raw_jobs,
     )
 
 
-def _parse_job(name: str, raw: Any, defaults: dict, memo: _Memo, issues: _Issues) -> Job | None:
+def _parse_job(
+    name: str, raw: Any, defaults: dict, retention: Retention, memo: _Memo, issues: _Issues
+) -> Job | None:
     where = f"jobs.{name}"
     before = len(issues.items)
     if not JOB_NAME.match(name):
@@ -459,11 +508,13 @@ def _parse_job(name: str, raw: Any, defaults: dict, memo: _Memo, issues: _Issues
         issues.add(key_path("profiles_dir"), f"{profiles_dir} has no profiles.yml")
 
     target = _optional_str(merged, "target", key_path, issues)
-    commands = _commands(merged.get("commands", ["dbt build"]), key_path("commands"), issues, memo)
+    commands, allow_failure = _commands(
+        merged.get("commands", ["dbt build"]), key_path("commands"), issues, memo
+    )
     env_file = _optional_path(merged, "env_file", memo, key_path, issues)
     if env_file is not None and not memo.is_file(env_file):
         issues.add(key_path("env_file"), f"{env_file} does not exist: create it or remove `env_file`")
-    env = _env(merged.get("env") or {}, key_path("env"), issues, memo)
+    env = _env(merged.get("env", {}), key_path("env"), issues, memo)
 
     timeout = None
     if merged.get("timeout") is not None:
@@ -477,6 +528,9 @@ def _parse_job(name: str, raw: Any, defaults: dict, memo: _Memo, issues: _Issues
     if not isinstance(enabled, bool):
         issues.add(key_path("enabled"), f"must be true or false, got {enabled!r}")
     description = merged.get("description")
+    if description is not None and not isinstance(description, str | int | float):
+        issues.add(key_path("description"), f"must be a line of text, got {description!r}")
+    job_retention = _retention(merged.get("retention"), retention, f"{where}.retention", issues)
 
     if len(issues.items) > before or trigger is None or tz is None:
         return None
@@ -490,6 +544,7 @@ def _parse_job(name: str, raw: Any, defaults: dict, memo: _Memo, issues: _Issues
         profiles_dir=profiles_dir,
         target=target,
         commands=commands,
+        allow_failure=allow_failure,
         env_file=env_file,
         env=env,
         timeout=timeout,
@@ -499,6 +554,7 @@ def _parse_job(name: str, raw: Any, defaults: dict, memo: _Memo, issues: _Issues
         enabled=enabled,
         description=str(description) if description is not None else None,
         image=_optional_str(merged, "image", key_path, issues),
+        retention=job_retention,
     )
 
 
@@ -556,7 +612,13 @@ def _aws(value: Any, memo: _Memo, issues: _Issues) -> AwsSettings | None:
     for key in ("poll_interval", "start_retry_backoff"):
         if key in known:
             seconds = _duration_or_issue(known[key], f"aws.{key}", issues, memo, allow_zero=True)
-            if seconds is not None:
+            if seconds is not None and key == "poll_interval" and seconds < MIN_POLL_INTERVAL:
+                issues.add(
+                    "aws.poll_interval",
+                    f"{known[key]!r} is too often: at least 1s (ECS throttles describe_tasks per "
+                    "account and Region, a budget shared with every other caller)",
+                )
+            elif seconds is not None:
                 settings[key] = seconds
     for key in ("env_file", "project_dir"):
         if key in known:
@@ -571,8 +633,10 @@ def _aws(value: Any, memo: _Memo, issues: _Issues) -> AwsSettings | None:
             settings["assign_public_ip"] = known["assign_public_ip"]
     if known.get("engine", "docker") not in ENGINES:
         issues.add("aws.engine", f"{known['engine']!r} is not allowed: use docker or podman")
+    elif "engine" in known:
+        settings["engine"] = known["engine"]
     for key in AWS_KEYS:
-        if key in known and key not in settings and key not in ("launch_type",):
+        if key in known and key not in _AWS_TYPED_KEYS:
             item = known[key]
             if not isinstance(item, str) or not item:
                 issues.add(f"aws.{key}", f"must be a non-empty string, got {item!r}")
@@ -581,6 +645,26 @@ def _aws(value: Any, memo: _Memo, issues: _Issues) -> AwsSettings | None:
     if len(issues.items) > before:
         return None
     return AwsSettings(**settings)
+
+
+# The aws keys `_aws` checks one by one; every other one is a non-empty string.
+_AWS_TYPED_KEYS = frozenset(
+    {
+        "launch_type",
+        "subnets",
+        "security_groups",
+        "cpu",
+        "memory",
+        "log_retention_days",
+        "start_retries",
+        "poll_interval",
+        "start_retry_backoff",
+        "env_file",
+        "project_dir",
+        "assign_public_ip",
+        "engine",
+    }
+)
 
 
 def _docker(value: Any, issues: _Issues) -> DockerSettings:
@@ -667,14 +751,17 @@ def _trigger(
     if schedule is not None and every is not None:
         issues.add(where, "set either `schedule` or `every`, not both")
         return None
-    if tz is None:
-        return None
     key = "schedule" if schedule is not None else "every"
     value = schedule if schedule is not None else every
-    if not isinstance(value, str | int):
+    if not isinstance(value, str | int) or isinstance(value, bool):
         issues.add(key_path(key), f"must be a string, got {value!r}")
         return None
     text = str(value)
+    valid_zone = tz is not None
+    if tz is None:
+        # The zone is reported already; the expression is still checked (in UTC: its
+        # validity does not depend on the zone), so one error does not hide another.
+        tz = ZoneInfo("UTC")
     cache_key = (key, text, tz)
     trigger = memo.triggers.get(cache_key)
     if trigger is None:
@@ -687,7 +774,7 @@ def _trigger(
     if isinstance(trigger, str):
         issues.add(key_path(key), trigger)
         return None
-    return trigger
+    return trigger if valid_zone else None
 
 
 def _resolve_path(value: str, base_dir: Path) -> Path:
@@ -744,38 +831,73 @@ def _git(value: Any, path: str, issues: _Issues) -> GitSource | None:
     )
 
 
-def _commands(value: Any, path: str, issues: _Issues, memo: _Memo) -> tuple[str, ...]:
+def _commands(value: Any, path: str, issues: _Issues, memo: _Memo) -> tuple[tuple[str, ...], frozenset[int]]:
+    """The command lines and the indices of those allowed to fail.
+
+    An entry is a string, or a mapping `{run: "dbt …", allow_failure: true}`. Each
+    line must be one that docker/run_commands.sh runs (lib/command_grammar.py), so
+    `dbt build; rm -rf /` is refused here, not when the run starts.
+    """
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value:
-        issues.add(path, "must be a non-empty list of dbt commands, e.g. ['dbt build']")
-        return ()
+        issues.add(path, f"must be a non-empty list of dbt commands, e.g. ['dbt build'], got {value!r}")
+        return (), frozenset()
     commands: list[str] = []
-    for i, command in enumerate(value):
+    allowed: set[int] = set()
+    for i, entry in enumerate(value):
+        where = f"{path}[{i}]"
+        command = entry
+        if isinstance(entry, dict):
+            _check_unknown(entry, COMMAND_KEYS, where, issues)
+            command = entry.get("run")
+            if command is None:
+                issues.add(where, "missing `run`: the command, e.g. {run: 'dbt build', allow_failure: true}")
+                continue
+            flag = entry.get("allow_failure", False)
+            if not isinstance(flag, bool):
+                issues.add(f"{where}.allow_failure", f"must be true or false, got {flag!r}")
+            elif flag:
+                allowed.add(i)
+            where = f"{where}.run"
         if not isinstance(command, str):
-            issues.add(f"{path}[{i}]", f"must be a string, got {command!r}")
+            issues.add(where, f"must be a dbt command (string) or {{run: …}}, got {command!r}")
             continue
         checked = memo.commands.get(command)
         if checked is None:
-            checked = memo.commands[command] = _check_command(command)
+            try:
+                checked = memo.commands[command] = (check_command(command), "")
+            except CommandSyntaxError as exc:
+                checked = memo.commands[command] = (None, str(exc))
         if checked[0] is None:
-            issues.add(f"{path}[{i}]", checked[1])
+            issues.add(where, checked[1])
             continue
         commands.append(checked[0])
-    return tuple(commands)
+    return tuple(commands), frozenset(allowed)
 
 
-def _check_command(command: str) -> tuple[str | None, str]:
-    """(the command as stored, "") when it is a one-line dbt command, else (None, the reason)."""
-    try:
-        words = shlex.split(command)  # ~20 µs each: `_commands` caches the answer per string
-    except ValueError as exc:
-        return None, f"cannot be parsed ({exc}): check the quotes"
-    if not words or words[0] != "dbt" or len(words) < 2:
-        return None, f"{command!r} is not a dbt command: write e.g. 'dbt build'"
-    if "\n" in command:
-        return None, "must fit on one line"
-    return command.strip(), ""
+def _retention(value: Any, inherited: Retention, path: str, issues: _Issues) -> Retention:
+    """`retention:` read over `inherited` key by key; null inside it means "no limit"."""
+    if value is None:
+        return inherited
+    if not isinstance(value, dict):
+        issues.add(path, f"must be a mapping such as {{keep_days: 90, keep_failed_work: 5}}, got {value!r}")
+        return inherited
+    _check_unknown(value, RETENTION_KEYS, path, issues)
+    settings: dict[str, int | None] = {}
+    for key, minimum, meaning in (
+        ("keep_days", 1, "days, or null to keep runs forever"),
+        ("keep_failed_work", 0, "runs, or null to keep every failed run's work/"),
+    ):
+        if key not in value:
+            continue
+        number = value[key]
+        whole = isinstance(number, int) and not isinstance(number, bool)
+        if number is not None and (not whole or number < minimum):
+            issues.add(f"{path}.{key}", f"must be a whole number ≥ {minimum} of {meaning}, got {number!r}")
+            continue
+        settings[key] = number
+    return replace(inherited, **settings)
 
 
 def _env(value: Any, path: str, issues: _Issues, memo: _Memo) -> dict[str, str]:

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from lib.clock import Clock
@@ -32,6 +32,7 @@ from lib.history import History
 from lib.locks import daemon_lock
 from lib.models import Job, RunRecord, RunRequest, TriggerKind
 from lib.policies import Decision, decide_due, initial_next_fire, overlap_blocks
+from lib.retention import prune_and_log
 from lib.runners.base import CancelToken
 
 log = logging.getLogger("dbt_scheduler")
@@ -112,6 +113,7 @@ class Daemon:
             token = self._track(request)
             self._executor.submit(self._run, request, token, (external_id, started_at))
         self._plan(self.config.jobs.values(), now)
+        self._housekeeping(now)
         log.info(
             "dbt-scheduler started: %d job(s), state_dir %s, max_parallel %d",
             len(self.config.jobs),
@@ -175,6 +177,7 @@ class Daemon:
                     self.reload()
                 now = self.clock.now()
                 self.dispatch(self.tick(now))
+                self._housekeeping(now)
                 if until is not None and now >= until:
                     break
                 wake_at = min(self.next_fire.values(), default=None)
@@ -254,6 +257,23 @@ class Daemon:
                     self._active.pop(request.job.name, None)
                 if not self._active:
                     self._idle.set()
+
+    # ------------------------------------------------------------------ housekeeping
+
+    HOUSEKEEPING_EVERY = timedelta(days=1)
+    _housekept_at: datetime | None = None  # when the last prune was started
+
+    def _housekeeping(self, now: datetime) -> None:
+        """Apply `retention:` (lib/retention.py) at start, then once a day.
+
+        It runs on one of the pool's workers, like a run, so the loop does not wait
+        for it (the first prune of a big state_dir takes seconds). It never raises.
+        """
+        if self._housekept_at is not None and now - self._housekept_at < self.HOUSEKEEPING_EVERY:
+            return
+        self._housekept_at = now
+        assert self._executor is not None
+        self._executor.submit(prune_and_log, self.config, self.history, now)
 
     def reload(self) -> bool:
         """Re-read jobs.yaml; on any error keep the last good config. True when the new one is in force."""

@@ -282,6 +282,52 @@ class History:
             rows = conn.execute("SELECT * FROM runs WHERE outcome = ?", (RUNNING,)).fetchall()
         return [_row_to_dict(row) for row in rows]
 
+    # ------------------------------------------------------------------ retention (lib/retention.py)
+
+    def jobs(self) -> list[str]:
+        """Every job with at least one row, jobs no longer in jobs.yaml included."""
+        with self._connect() as conn:
+            return [row[0] for row in conn.execute("SELECT DISTINCT job FROM runs ORDER BY job")]
+
+    def outcomes(self, job: str) -> dict[str, str]:
+        """run_id → outcome (`running` included) of every row of `job`."""
+        with self._connect() as conn:
+            return dict(conn.execute("SELECT run_id, outcome FROM runs WHERE job = ?", (job,)).fetchall())
+
+    def rows_to_keep(self, job: str) -> set[str]:
+        """The run ids of `job` that pruning never deletes, whatever their age.
+
+        Its newest row, which `status` shows as the last run, and the row with its
+        latest scheduled fire time, which `last_scheduled_for` (catch-up after a
+        restart) reads: deleting that one would make an old missed fire time look new.
+        Running rows are kept too, but by `prune` itself.
+        """
+        with self._connect() as conn:
+            newest = conn.execute(
+                "SELECT run_id FROM runs WHERE job = ? ORDER BY started_at DESC, rowid DESC LIMIT 1", (job,)
+            ).fetchone()
+            scheduled = conn.execute(
+                "SELECT run_id FROM runs WHERE job = ? AND trigger IN (?, ?) AND scheduled_for IS NOT NULL"
+                " ORDER BY scheduled_for DESC, rowid DESC LIMIT 1",
+                (job, TriggerKind.SCHEDULE.value, TriggerKind.CATCHUP.value),
+            ).fetchone()
+        return {row[0] for row in (newest, scheduled) if row is not None}
+
+    def prune(self, job: str, started_before: datetime, dry_run: bool = False) -> int:
+        """Delete `job`'s finished rows that started before `started_before`; returns how many.
+
+        Never a running row, never one of `rows_to_keep(job)`. With `dry_run`, only counts.
+        """
+        keep = sorted(self.rows_to_keep(job))
+        where = "job = ? AND started_at < ? AND outcome != ?"
+        if keep:
+            where += f" AND run_id NOT IN ({', '.join('?' for _ in keep)})"
+        params = (job, _iso(started_before), RUNNING, *keep)
+        with self._connect() as conn:
+            if dry_run:
+                return int(conn.execute(f"SELECT COUNT(*) FROM runs WHERE {where}", params).fetchone()[0])
+            return conn.execute(f"DELETE FROM runs WHERE {where}", params).rowcount
+
 
 def _row_to_dict(row: sqlite3.Row) -> dict[str, Any]:
     data = {column: row[column] for column in COLUMNS}

@@ -123,6 +123,24 @@ class DockerSettings:
     extra_args: tuple[str, ...] = ()  # e.g. ("--network", "host") or podman's --runtime runc
 
 
+DEFAULT_KEEP_DAYS = 90
+DEFAULT_KEEP_FAILED_WORK = 5
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long a job's runs are kept (`retention:` in jobs.yaml; see lib/retention.py).
+
+    `keep_days`: run folders and history rows older than this many days are deleted;
+    None keeps them forever. `keep_failed_work`: how many of the newest failed runs
+    keep their `work/` folder (clone, target/, compiled SQL); None keeps every one
+    (until keep_days). The newest history row of a job is always kept.
+    """
+
+    keep_days: int | None = DEFAULT_KEEP_DAYS
+    keep_failed_work: int | None = DEFAULT_KEEP_FAILED_WORK
+
+
 @dataclass(frozen=True)
 class Job:
     """One entry of jobs.yaml after defaults are merged and every value is checked."""
@@ -135,7 +153,10 @@ class Job:
     git: GitSource | None = None
     profiles_dir: Path | None = None
     target: str | None = None
-    commands: tuple[str, ...] = ("dbt build",)
+    commands: tuple[str, ...] = ("dbt build",)  # each as run_commands.sh runs it (trimmed)
+    # 0-based indices into `commands` of those marked `allow_failure: true`: when one
+    # fails, the next command still runs.
+    allow_failure: frozenset[int] = frozenset()
     env_file: Path | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     timeout: float | None = None  # seconds
@@ -145,6 +166,8 @@ class Job:
     enabled: bool = True
     description: str | None = None
     image: str | None = None  # docker runner: overrides docker.image
+    # The top-level `retention:`, overridden key by key by the job's own.
+    retention: Retention = field(default_factory=Retention)
 
 
 @dataclass(frozen=True)

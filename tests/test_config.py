@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from lib.config import load_config, parse_config
+from lib.config import AWS_KEYS, DOCKER_KEYS, load_config, parse_config
 from lib.errors import ConfigError, UnknownJobError
+from lib.models import Retention
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -336,9 +338,9 @@ def test_values_shared_by_jobs_are_reported_for_each_job(tmp_path: Path, project
         assert f"{path}:{line + 1} jobs.{job}.commands[0]: 'ls' is not a dbt command" in joined
     for job, line in (("c", 13), ("d", 16)):
         assert f"{path}:{line} jobs.{job}.timezone: unknown time zone 'Mars/Olympus'" in joined
-    # An inherited bad default is reported once per job, at the defaults line.
-    assert sum(error.startswith(f"{path}:3 defaults.timeout: 'soon'") for error in errors) == 4
-    assert len(errors) == 10, joined
+    # An inherited bad default is one problem with one fix: reported once, at the defaults line.
+    assert sum(error.startswith(f"{path}:3 defaults.timeout: 'soon'") for error in errors) == 1
+    assert len(errors) == 7, joined
 
 
 def test_jobs_with_one_schedule_share_an_equal_trigger(tmp_path: Path, project: Path) -> None:
@@ -381,3 +383,269 @@ def test_load_config_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path,
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+# --------------------------------------------------------------------------- one grammar, every error
+
+
+@pytest.mark.parametrize(
+    ("command", "reason"),
+    [
+        ("dbt build; rm -rf /", "shell syntax ';' is not supported"),
+        ("dbt build && dbt test", "shell syntax '&' is not supported"),
+        ("dbt ls | wc -l", "shell syntax '|' is not supported"),
+        ("dbt build > out.log", "shell syntax '>' is not supported"),
+        ("dbt build --target $TARGET", "shell syntax '$' is not supported"),
+        ('dbt build --target "$TARGET"', "'$' inside double quotes"),
+        ("dbt build --select 'open", "unterminated ' quote"),
+        ("dbt build \\", "trailing backslash"),
+    ],
+)
+def test_commands_the_script_would_refuse_are_refused_at_validate(
+    tmp_path: Path, project: Path, command: str, reason: str
+) -> None:
+    """What `validate` accepts is what docker/run_commands.sh runs (tests/test_command_grammar.py)."""
+    path = write(
+        tmp_path,
+        "jobs:\n  nightly:\n    schedule: '@daily'\n    project_dir: proj\n    commands:\n"
+        f"      - dbt seed\n      - {json.dumps(command)}\n",
+    )
+    [error] = errors_of(path)
+    assert error.startswith(f"{path}:7 jobs.nightly.commands[1]: "), error
+    assert reason in error
+
+
+def test_a_bad_timezone_does_not_hide_a_bad_cron(tmp_path: Path, project: Path) -> None:
+    path = write(
+        tmp_path,
+        "jobs:\n  a:\n    project_dir: proj\n    timezone: Mars/Olympus\n    schedule: '61 * * * *'\n"
+        "  b:\n    project_dir: proj\n    timezone: Mars/Olympus\n    every: 5 fortnights\n",
+    )
+    errors = "\n".join(errors_of(path))
+    assert f"{path}:4 jobs.a.timezone: unknown time zone" in errors
+    assert f"{path}:5 jobs.a.schedule: '61 * * * *' is not a valid cron" in errors
+    assert f"{path}:8 jobs.b.timezone: unknown time zone" in errors
+    assert f"{path}:9 jobs.b.every:" in errors
+
+
+def test_a_missing_defaults_env_file_is_one_message(tmp_path: Path, project: Path) -> None:
+    jobs = "".join(f"  job{i}: {{schedule: '@daily'}}\n" for i in range(5))
+    path = write(tmp_path, f"defaults:\n  project_dir: proj\n  env_file: missing.env\njobs:\n{jobs}")
+    [error] = errors_of(path)
+    assert error.startswith(f"{path}:3 defaults.env_file: ") and "missing.env does not exist" in error
+
+
+_JOB = {"schedule": "@daily", "project_dir": "proj"}
+_AWS = {"region": "eu-west-1"}
+# (where the wrong value goes, the key, the value): every top-level key and every job key,
+# each with a value of the wrong type. Each must be one located config error, never a traceback.
+WRONG_TYPES = [
+    *(("top", key, value) for key in ("state_dir",) for value in (5, True, [], {"a": 1})),
+    ("top", "max_parallel", "x"),
+    ("top", "max_parallel", []),
+    ("top", "max_parallel", 1.5),
+    ("top", "shutdown_grace", []),
+    ("top", "shutdown_grace", {"a": 1}),
+    ("top", "retention", "forever"),
+    ("top", "retention", [30]),
+    ("top", "defaults", []),
+    ("top", "defaults", "x"),
+    ("top", "aws", "x"),
+    ("top", "aws", []),
+    ("top", "docker", 5),
+    ("top", "jobs", []),
+    ("top", "jobs", "x"),
+    ("job", "description", ["a"]),
+    ("job", "description", {"a": 1}),
+    ("job", "schedule", ["0 6 * * *"]),
+    ("job", "schedule", True),
+    ("job", "every", {"hours": 1}),  # `schedule` is dropped for this one
+    ("job", "timezone", 5),
+    ("job", "timezone", []),
+    ("job", "runner", []),
+    ("job", "project_dir", 5),
+    ("job", "project_dir", []),
+    ("job", "git", 5),
+    ("job", "git", []),
+    ("job", "profiles_dir", 5),
+    ("job", "target", []),
+    ("job", "target", 5),
+    ("job", "commands", 5),
+    ("job", "commands", {"run": "dbt build"}),
+    ("job", "commands", [5]),
+    ("job", "commands", [["dbt build"]]),
+    ("job", "env_file", 5),
+    ("job", "env", "A=1"),
+    ("job", "env", []),
+    ("job", "env", {"A": [1]}),
+    ("job", "timeout", []),
+    ("job", "timeout", True),
+    ("job", "overlap", []),
+    ("job", "catchup", 5),
+    ("job", "catchup_grace", {}),
+    ("job", "enabled", "yes"),
+    ("job", "image", 5),
+    ("job", "retention", 30),
+    ("job", "retention", {"keep_days": "30"}),
+    *(("aws", key, {"a": 1}) for key in sorted(AWS_KEYS)),
+    *(("docker", key, 5) for key in sorted(DOCKER_KEYS)),
+    *(("git", key, []) for key in ("url", "ref", "subdir")),
+]
+
+
+@pytest.mark.parametrize(("where", "key", "value"), WRONG_TYPES, ids=lambda v: repr(v)[:30])
+def test_a_wrong_type_is_a_located_config_error(
+    tmp_path: Path, project: Path, where: str, key: str, value: object
+) -> None:
+    job = dict(_JOB)
+    top: dict[str, object] = {}
+    if where == "top":
+        top[key] = value
+    elif where == "job":
+        job[key] = value
+        if key in ("git", "every"):
+            job.pop("project_dir" if key == "git" else "schedule")
+    elif where == "git":
+        job.pop("project_dir")
+        job["git"] = {"url": "file:///srv/repo.git", key: value}
+    else:
+        top[where] = {**(_AWS if where == "aws" else {}), key: value}
+    lines = [f"{name}: {json.dumps(item)}" for name, item in top.items()]
+    if "jobs" not in top:
+        lines += ["jobs:", "  a:", *(f"    {name}: {json.dumps(item)}" for name, item in job.items())]
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    expected = {"top": key, "job": f"jobs.a.{key}", "git": f"jobs.a.git.{key}"}.get(where, f"{where}.{key}")
+    located = [issue for issue in info.value.issues if issue.path.startswith(expected)]
+    assert located, f"no issue at {expected}: {info.value}"
+    assert all(issue.line is not None and issue.file == str(path) for issue in located), info.value
+
+
+def test_aws_poll_interval_has_a_minimum(tmp_path: Path) -> None:
+    for value, ok in (("1s", True), ("90s", True), (0.5, False), (0, False), ("0.2s", False)):
+        data = {"aws": {"region": "eu-west-1", "poll_interval": value}, "jobs": {}}
+        if ok:
+            assert parse_config(data, base_dir=tmp_path).aws.poll_interval >= 1
+        else:
+            with pytest.raises(ConfigError) as info:
+                parse_config(data, base_dir=tmp_path)
+            [issue] = info.value.issues
+            assert issue.path == "aws.poll_interval" and "at least 1s" in issue.message, issue
+
+
+# --------------------------------------------------------------------------- commands: mapping form
+
+
+def test_commands_may_be_mappings_with_allow_failure(tmp_path: Path, project: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        jobs:
+          fresh:
+            schedule: '@daily'
+            project_dir: proj
+            commands:
+              - {run: "dbt source freshness", allow_failure: true}
+              - "  dbt build --select 'tag:a b'  "
+              - {run: dbt test}
+              - {run: dbt docs generate, allow_failure: false}
+          plain: {schedule: '@daily', project_dir: proj, commands: dbt run}
+        """,
+    )
+    jobs = load_config(path).jobs
+    assert jobs["fresh"].commands == (
+        "dbt source freshness",
+        "dbt build --select 'tag:a b'",
+        "dbt test",
+        "dbt docs generate",
+    )
+    assert jobs["fresh"].allow_failure == frozenset({0})
+    assert (jobs["plain"].commands, jobs["plain"].allow_failure) == (("dbt run",), frozenset())
+
+
+def test_command_mapping_errors(tmp_path: Path, project: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        jobs:
+          a:
+            schedule: '@daily'
+            project_dir: proj
+            commands:
+              - {run: "dbt source freshness", allow_fail: true}
+              - {allow_failure: true}
+              - {run: "dbt build", allow_failure: "yes"}
+              - {run: "dbt build | tee x"}
+              - {run: 5}
+              - "# just a comment"
+        """,
+    )
+    errors = errors_of(path)
+    joined = "\n".join(errors)
+    assert f"{path}:6 jobs.a.commands[0].allow_fail: unknown key: did you mean 'allow_failure'?" in joined
+    assert f"{path}:7 jobs.a.commands[1]: missing `run`" in joined
+    assert f"{path}:8 jobs.a.commands[2].allow_failure: must be true or false, got 'yes'" in joined
+    assert (
+        f"{path}:9 jobs.a.commands[3].run: 'dbt build | tee x' cannot be parsed (shell syntax '|'" in joined
+    )
+    assert f"{path}:10 jobs.a.commands[4].run: must be a dbt command" in joined
+    assert f"{path}:11 jobs.a.commands[5]: '# just a comment' is a comment" in joined
+    assert len(errors) == 6, joined
+
+
+# --------------------------------------------------------------------------- retention
+
+
+def test_retention_defaults_top_level_and_per_job_key_by_key(tmp_path: Path, project: Path) -> None:
+    base = "jobs:\n  a: {schedule: '@daily', project_dir: proj}\n"
+    config = load_config(write(tmp_path, base))
+    assert config.retention == Retention(keep_days=90, keep_failed_work=5)
+    assert config.jobs["a"].retention == config.retention
+    path = write(
+        tmp_path,
+        """\
+        retention: {keep_days: 30, keep_failed_work: 2}
+        jobs:
+          inherits: {schedule: '@daily', project_dir: proj}
+          fewer_days: {schedule: '@daily', project_dir: proj, retention: {keep_days: 7}}
+          forever:
+            schedule: '@daily'
+            project_dir: proj
+            retention: {keep_days: null, keep_failed_work: null}
+          back_to_top: {schedule: '@daily', project_dir: proj, retention: null}
+          no_work: {schedule: '@daily', project_dir: proj, retention: {keep_failed_work: 0}}
+        """,
+    )
+    config = load_config(path)
+    jobs = config.jobs
+    assert config.retention == Retention(30, 2)
+    assert jobs["inherits"].retention == Retention(30, 2)
+    assert jobs["fewer_days"].retention == Retention(7, 2)
+    assert jobs["forever"].retention == Retention(None, None)
+    assert jobs["back_to_top"].retention == Retention(30, 2)
+    assert jobs["no_work"].retention == Retention(30, 0)
+
+
+def test_retention_errors(tmp_path: Path, project: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        retention: {keep_days: 0, keep_failed_wrok: 3}
+        defaults:
+          project_dir: proj
+          retention: {keep_days: 5}
+        jobs:
+          a: {schedule: '@daily', retention: {keep_failed_work: -1}}
+          b: {schedule: '@daily', retention: {keep_days: 1.5}}
+        """,
+    )
+    joined = "\n".join(errors_of(path))
+    assert (
+        f"{path}:1 retention.keep_days: must be a whole number ≥ 1 of days, or null to keep runs forever"
+        in joined
+    )
+    assert f"{path}:1 retention.keep_failed_wrok: unknown key: did you mean 'keep_failed_work'?" in joined
+    assert f"{path}:4 defaults.retention: set `retention:` at the top level" in joined
+    assert f"{path}:6 jobs.a.retention.keep_failed_work: must be a whole number ≥ 0" in joined
+    assert f"{path}:7 jobs.b.retention.keep_days: must be a whole number ≥ 1" in joined
