@@ -7,6 +7,7 @@ written on (a sibling `../shared` folder, an absolute /work path).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -25,12 +26,14 @@ REQUIRED = ("README.md", "CONTRIBUTING.md")
 
 
 def markdown_files() -> list[Path]:
-    skip = {"state", "node_modules", "target", "dbt_packages"}
-    return sorted(
-        path
-        for path in REPO_ROOT.rglob("*.md")
-        if not any(part.startswith(".") or part in skip for part in path.relative_to(REPO_ROOT).parts)
-    )
+    """The repository's own Markdown: not under hidden folders (.venv, .git), run state
+    or dbt's output, which are never descended into."""
+    skip = {"state", "node_modules", "target", "dbt_packages", "logs"}
+    found = []
+    for folder, dirs, files in os.walk(REPO_ROOT):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in skip]
+        found += [Path(folder) / name for name in files if name.endswith(".md")]
+    return sorted(found)
 
 
 def slug(heading: str) -> str:
@@ -39,9 +42,10 @@ def slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
-def problems(path: Path) -> list[str]:
+def problems(path: Path, root: Path = REPO_ROOT) -> list[str]:
+    """What in the Markdown file `path` points outside `root` or at nothing."""
     text = path.read_text(encoding="utf-8")
-    where = path.relative_to(REPO_ROOT)
+    where = path.relative_to(root)
     found = [f"{where}: mentions {word!r}" for word in _FOREIGN if word in text]
     anchors = {slug(h) for h in _HEADING.findall(_FENCE.sub("", text))}
     for target in _LINK.findall(text):
@@ -53,12 +57,12 @@ def problems(path: Path) -> list[str]:
                 found.append(f"{where}: link to #{anchor}: no such heading")
             continue
         resolved = (path.parent / file_part).resolve()
-        if not resolved.is_relative_to(REPO_ROOT):
+        if not resolved.is_relative_to(root):
             found.append(f"{where}: link to {target} leaves the repository")
         elif not resolved.exists():
-            found.append(f"{where}: link to {target}: {resolved.relative_to(REPO_ROOT)} does not exist")
+            found.append(f"{where}: link to {target}: {resolved.relative_to(root)} does not exist")
     for up in _UP_PATH.findall(text):
-        if not (path.parent / up).resolve().is_relative_to(REPO_ROOT):
+        if not (path.parent / up).resolve().is_relative_to(root):
             found.append(f"{where}: path {up} leaves the repository")
     return found
 
@@ -75,17 +79,17 @@ def test_markdown_points_only_inside_the_repository(path: Path) -> None:
 
 
 def test_the_checker_catches_what_it_is_for(tmp_path: Path) -> None:
-    # Written under the repository root so relative links resolve as in a real doc.
-    doc = REPO_ROOT / f".test_docs_{tmp_path.name}.md"
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    repo = repo.resolve()
+    (repo / "README.md").write_text("# Readme\n")
+    doc = repo / "GUIDE.md"
     doc.write_text(
         "# Title\n\nSee ../shared/STYLE.md, [the notes](../../NOTES.md), [gone](docs/gone.md),\n"
         "[ok](README.md), [here](#title), [nowhere](#missing), [web](https://example.com/x).\n",
         encoding="utf-8",
     )
-    try:
-        found = problems(doc)
-    finally:
-        doc.unlink()
+    found = problems(doc, repo)
     name = doc.name
     assert found == [
         f"{name}: mentions '../shared'",
