@@ -246,6 +246,37 @@ def test_the_sha_comes_from_the_runs_artifacts_first(ecs: Ecs, tmp_path: Path, m
     assert not (third.ctx.run_dir / "git_sha").exists()
 
 
+def test_a_log_read_that_fails_midway_keeps_what_it_read_and_says_so(ecs: Ecs, tmp_path: Path) -> None:
+    pages = [0]
+
+    def second_page_fails_once(params: dict[str, Any], **_: Any) -> None:
+        pages[0] += 1
+        if pages[0] == 2:
+            raise EndpointConnectionError(endpoint_url="https://logs.eu-west-1.amazonaws.com")
+
+    logs = ecs.clients.logs()
+    logs.meta.events.register("before-parameter-build.logs.GetLogEvents", second_page_fails_once)
+    runner = ecs.runner()
+    for run in (1, 2):
+        lines = long_log(GIT_SHA, run)
+
+        def on_task(arn: str, lines: list[str] = lines) -> None:
+            ecs.finish(arn, exit_code=0)
+            ecs.write_log(arn, lines)
+
+        ctx = make_ctx(tmp_path / f"run{run}", on_task, run_id=f"r{run}")
+        outcome = runner.run(ctx.ctx)
+        logged = (outcome.log_path or Path("missing")).read_text().splitlines()
+        assert outcome.status is RunStatus.SUCCEEDED, outcome.reason
+        assert outcome.git_sha == GIT_SHA
+        if run == 1:  # the first page (10,000 events on moto), then one line saying why not more
+            assert logged[1:-1] == [line.replace(SECRET, "*****") for line in lines[:10_000]]
+            assert logged[-1].startswith("[dbt-scheduler] could not read the rest of CloudWatch log ")
+            assert "EndpointConnectionError" in logged[-1]
+        else:  # the next run reads its whole log again
+            assert len(logged) == 1 + len(lines)
+
+
 def test_a_log_over_the_size_cap_keeps_its_head_and_tail_with_a_note(ecs: Ecs, tmp_path: Path) -> None:
     cap = 4096
     runner = ecs.runner(max_log_bytes=cap)
