@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Uploads a dbt run's artifacts to S3: `upload_artifacts.py DIR s3://bucket/prefix/`.
 
-Copies DIR/run_results.json and DIR/manifest.json, those that exist, to
-s3://bucket/prefix/<name> with server-side encryption (AES256). The prefix is a
+Copies DIR/run_results.json, DIR/manifest.json and DIR/git_sha (the commit SHA
+run_commands.sh checked out, one line), those that exist, to s3://bucket/prefix/<name>
+with server-side encryption (AES256). The ECS runner reads git_sha from there, so the
+run's SHA does not depend on reading its CloudWatch log. The prefix is a
 folder: a missing trailing '/' is added. Prints one line per uploaded file (and
 one when there is nothing to upload); exits 0.
 
@@ -23,7 +25,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-ARTIFACTS = ("run_results.json", "manifest.json")
+ARTIFACTS = ("run_results.json", "manifest.json", "git_sha")
 PREFIX = "upload_artifacts:"
 USAGE = "usage: upload_artifacts.py DIR s3://bucket/prefix/"
 
@@ -72,7 +74,7 @@ def upload(
                 str(path),
                 bucket,
                 key,
-                ExtraArgs={"ServerSideEncryption": "AES256", "ContentType": "application/json"},
+                ExtraArgs={"ServerSideEncryption": "AES256", "ContentType": _content_type(path)},
             )
         except Exception as exc:  # botocore raises many types; each becomes one line
             # boto3 wraps the S3 error as "Failed to upload <local path> to <bucket/key>: <error>";
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PREFIX} ERROR {exc}", file=sys.stderr)
         return 1
     if not uploaded:
-        print(f"{PREFIX} nothing to upload: no {' or '.join(ARTIFACTS)} in {directory}")
+        print(f"{PREFIX} nothing to upload: no {', '.join(ARTIFACTS[:-1])} or {ARTIFACTS[-1]} in {directory}")
     return 0
 
 
@@ -120,6 +122,10 @@ def _s3_client() -> object:
         return boto3.client("s3")
     except Exception as exc:
         raise UploadError(f"cannot create an S3 client: {_one_line(exc)}") from None
+
+
+def _content_type(path: Path) -> str:
+    return "application/json" if path.suffix == ".json" else "text/plain"
 
 
 def _one_line(exc: BaseException) -> str:

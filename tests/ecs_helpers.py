@@ -81,16 +81,28 @@ class Ecs:
         logs = self.clients.logs()
         stream = f"{self.settings.log_stream_prefix}/{self.settings.container_name}/{arn.rsplit('/', 1)[-1]}"
         logs.create_log_stream(logGroupName=self.settings.log_group, logStreamName=stream)
-        now_ms = int(datetime.now(UTC).timestamp() * 1000)
-        events = [{"timestamp": now_ms + i, "message": line} for i, line in enumerate(lines)]
-        logs.put_log_events(logGroupName=self.settings.log_group, logStreamName=stream, logEvents=events)
+        # Stamped just before now (AWS and moto drop events older than 14 days), in
+        # batches of at most 10,000 events as AWS requires.
+        now_ms = int(datetime.now(UTC).timestamp() * 1000) - len(lines)
+        for start in range(0, len(lines), 10_000):
+            batch = lines[start : start + 10_000]
+            events = [{"timestamp": now_ms + start + i, "message": line} for i, line in enumerate(batch)]
+            logs.put_log_events(logGroupName=self.settings.log_group, logStreamName=stream, logEvents=events)
 
-    def upload_artifacts(self, folder: Path, job: str = "nightly", run_id: str = "r1") -> None:
+    def upload_artifacts(
+        self, folder: Path | None, job: str = "nightly", run_id: str = "r1", git_sha: str | None = None
+    ) -> None:
+        """Put what run_commands.sh uploads into the run's S3 folder: the dbt artifacts
+        in `folder` (if any) and a `git_sha` file (if given)."""
         uri = artifacts_uri(self.settings, job, run_id)
         assert uri is not None
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         for name in ("run_results.json", "manifest.json"):
-            self.clients.s3().put_object(Bucket=bucket, Key=prefix + name, Body=(folder / name).read_bytes())
+            if folder is not None:
+                body = (folder / name).read_bytes()
+                self.clients.s3().put_object(Bucket=bucket, Key=prefix + name, Body=body)
+        if git_sha is not None:
+            self.clients.s3().put_object(Bucket=bucket, Key=prefix + "git_sha", Body=f"{git_sha}\n".encode())
 
 
 def register_task_definition(ecs: Ecs, **extra: Any) -> None:

@@ -1,11 +1,12 @@
-"""CloudWatch Logs helpers: stream names, console links, and tail against moto over HTTP."""
+"""CloudWatch Logs helpers: stream names, console links, and reading a whole stream against moto over HTTP."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from lib.aws.clients import AwsClients
-from lib.aws.logs import console_link, stream_name, tail, task_id
+from lib.aws.logs import console_link, stream_lines, stream_name, task_id
 
 SHORT_ARN = "arn:aws:ecs:eu-west-1:123456789012:task/0123abcd4567"
 LONG_ARN = "arn:aws:ecs:eu-west-1:123456789012:task/dbt/0123abcd4567"
@@ -31,20 +32,41 @@ def test_console_link_escapes_as_the_console_does() -> None:
     )
 
 
-def test_tail_returns_the_last_lines_and_never_raises_for_missing_logs(aws_clients: AwsClients) -> None:
+def put_lines(logs: Any, group: str, stream: str, messages: list[str]) -> None:
+    """PutLogEvents in batches of at most 10,000 events, as AWS requires, stamped now:
+    AWS (and moto) drop events older than 14 days."""
+    now_ms = int(time.time() * 1000) - len(messages)
+    for start in range(0, len(messages), 10_000):
+        batch = messages[start : start + 10_000]
+        events = [{"timestamp": now_ms + start + i, "message": m} for i, m in enumerate(batch)]
+        logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
+
+
+def test_stream_lines_never_raises_for_missing_logs(aws_clients: AwsClients) -> None:
     logs = aws_clients.logs()
     group = aws_clients.settings.log_group
-    assert tail(logs, group, "no/such/stream") == []  # the group does not exist either
+    assert list(stream_lines(logs, group, "no/such/stream")) == []  # the group does not exist either
     logs.create_log_group(logGroupName=group)
-    assert tail(logs, group, "no/such/stream") == []
+    assert list(stream_lines(logs, group, "no/such/stream")) == []
     logs.create_log_stream(logGroupName=group, logStreamName="dbt/dbt/t1")
-    assert tail(logs, group, "dbt/dbt/t1") == []
-    # AWS (and moto) drop events older than 14 days: stamp them now.
-    now_ms = int(time.time() * 1000)
-    events = [{"timestamp": now_ms - 100 + i, "message": f"line {i}\n"} for i in range(80)]
-    events.append({"timestamp": now_ms, "message": "two\nlines"})
-    logs.put_log_events(logGroupName=group, logStreamName="dbt/dbt/t1", logEvents=events)
-    last = tail(logs, group, "dbt/dbt/t1", lines=5)
-    assert last == ["line 77", "line 78", "line 79", "two", "lines"]
-    assert len(tail(logs, group, "dbt/dbt/t1")) == 50
-    assert tail(logs, group, "dbt/dbt/t1", lines=0) == []
+    assert list(stream_lines(logs, group, "dbt/dbt/t1")) == []
+
+
+def test_stream_lines_reads_every_page_until_the_token_repeats(aws_clients: AwsClients) -> None:
+    logs = aws_clients.logs()
+    group = aws_clients.settings.log_group
+    logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName="dbt/dbt/t2")
+    put_lines(logs, group, "dbt/dbt/t2", [f"line {i}\n" for i in range(10_600)] + ["two\nlines"])
+    calls: list[dict[str, Any]] = []
+    logs.meta.events.register(
+        "before-parameter-build.logs.GetLogEvents", lambda params, **_: calls.append(dict(params))
+    )
+
+    lines = list(stream_lines(logs, group, "dbt/dbt/t2"))
+
+    assert lines == [f"line {i}" for i in range(10_600)] + ["two", "lines"]
+    # moto pages by 10,000 events: the head, the other 601, then the same token back.
+    assert len(calls) == 3
+    assert all(call["startFromHead"] is True for call in calls)
+    assert "nextToken" not in calls[0] and calls[1]["nextToken"] != calls[2]["nextToken"]

@@ -7,6 +7,7 @@ what the ECS API cannot do: set a container's exit code or reason.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import replace
@@ -102,6 +103,45 @@ def test_daemon_runs_ecs_jobs_and_records_each_outcome(ecs: Ecs, tmp_path: Path)
     env = {item["name"]: item["value"] for item in overrides}
     assert env["DBT_SCHEDULER_RUN_ID"] == runs["good"]["run_id"]
     assert env["DBT_COMMANDS"] == "dbt build"
+
+
+def test_each_ecs_run_records_its_own_sha_and_whole_log(ecs: Ecs, tmp_path: Path) -> None:
+    """Run 1's SHA is only in its artifacts (no marker in the log); run 2's only in a
+    marker 10,000+ lines before the end of its log."""
+    config = ecs_config(tmp_path, ecs, {"shop": {}})
+    artifact_sha, marker_sha = "a1" * 20, "b2" * 20
+    long_log = [f"[run_commands] GIT_SHA {marker_sha}"] + [f"dbt line {i}" for i in range(10_500)]
+    logs = [["dbt build finished"], long_log]
+    started: list[str] = []
+
+    def after_run_task(parsed: dict[str, Any], **_: Any) -> None:
+        for task in parsed.get("tasks", []):
+            arn = task["taskArn"]
+            env = task["overrides"]["containerOverrides"][0]["environment"]
+            uri = next(item["value"] for item in env if item["name"] == "DBT_ARTIFACTS_S3_URI")
+            bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+            if not started:  # what the first task's uploader puts beside the dbt artifacts
+                body = f"{artifact_sha}\n".encode()
+                ecs.clients.s3().put_object(Bucket=bucket, Key=prefix + "git_sha", Body=body)
+            ecs.finish(arn, exit_code=0)
+            ecs.write_log(arn, logs[len(started)])
+            started.append(arn)
+
+    ecs.clients.ecs().meta.events.register("after-call.ecs.RunTask", after_run_task)
+    clock = FakeClock(START)
+    app = ecs_app(config, ecs, clock)
+    Daemon(app.config, app.service, clock, executor_factory=lambda n: InlineExecutor()).run_forever(
+        until=START + timedelta(hours=2)
+    )
+
+    runs = sorted(app.history.runs(limit=None), key=lambda r: r["run_id"])
+    assert [r["outcome"] for r in runs] == ["succeeded", "succeeded"], runs
+    assert [r["git_sha"] for r in runs] == [artifact_sha, marker_sha]
+    assert [r["external_id"] for r in runs] == started
+    second_log = Path(runs[1]["log_path"]).read_text().splitlines()
+    assert second_log[1:] == long_log  # every line, not the last 200
+    reports = [json.loads((Path(r["log_path"]).parent / "report.json").read_text()) for r in runs]
+    assert [report["git_sha"] for report in reports] == [artifact_sha, marker_sha]
 
 
 class RealWaitClock(FakeClock):

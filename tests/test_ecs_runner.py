@@ -26,7 +26,7 @@ from lib.aws.logs import console_link
 from lib.dbt_results import load_node_results, summarize
 from lib.models import GitSource, Job, RunRequest, RunStatus, TriggerKind
 from lib.runners.base import CancelToken, RunContext
-from lib.runners.ecs import EcsRunner, classify_task, started_by
+from lib.runners.ecs import EcsRunner, artifacts_uri, classify_task, started_by
 from lib.secrets import SecretMasker
 from lib.triggers import parse_every
 from tests.aws_helpers import with_
@@ -40,6 +40,7 @@ from tests.ecs_helpers import (
     set_task_transition,
 )
 from tests.fakes import FakeClock
+from tests.test_upload_artifacts import aws_env, upload
 
 START = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 SECRET = "hunter2-very-secret"
@@ -169,6 +170,146 @@ def test_out_of_memory_is_said_plainly_with_the_containers_own_reason(ecs: Ecs, 
     assert outcome.reason.startswith(f"killed: out of memory (exit 137): {oom}")
     assert "Essential container" not in outcome.reason
     assert outcome.nodes == ()  # nothing in S3: no results, no crash
+
+
+# --- the whole log and the commit SHA ----------------------------------------------
+
+LONG_LOG_LINES = 10_700  # more than one GetLogEvents page (moto: 10,000 events; AWS: also 1 MB)
+
+
+def long_log(sha: str, run: int) -> list[str]:
+    """run_commands.sh's output: the SHA marker first, then 10,000+ lines of dbt."""
+    head = ["[run_commands] STEP fetch: git clone", f"[run_commands] GIT_SHA {sha}", f"password={SECRET}"]
+    body = [f"run {run}: dbt line {i}" for i in range(LONG_LOG_LINES - len(head) - 1)]
+    return [*head, *body, "Completed successfully"]
+
+
+def test_every_line_of_a_long_log_reaches_run_log_and_the_sha_is_found(ecs: Ecs, tmp_path: Path) -> None:
+    runner = ecs.runner()
+    for run, sha in enumerate((GIT_SHA, "f" * 40), start=1):
+        lines = long_log(sha, run)
+        ecs.upload_artifacts(ARTIFACTS / "passing", run_id=f"r{run}")
+
+        def on_task(arn: str, lines: list[str] = lines) -> None:
+            ecs.finish(arn, exit_code=0)
+            ecs.write_log(arn, lines)
+
+        ctx = make_ctx(tmp_path / f"run{run}", on_task, run_id=f"r{run}")
+        outcome = runner.run(ctx.ctx)
+
+        assert outcome.status is RunStatus.SUCCEEDED, outcome.reason
+        assert outcome.git_sha == sha  # its marker is 10,000 lines before the end
+        masked = [line.replace(SECRET, "*****") for line in lines]
+        logged = (outcome.log_path or Path("missing")).read_text().splitlines()
+        assert logged[0].startswith("[dbt-scheduler] started ECS task ")
+        assert logged[1:] == masked  # every line, in order, masked
+        assert ctx.lines[1:] == masked
+
+
+def test_the_sha_comes_from_the_runs_artifacts_first(ecs: Ecs, tmp_path: Path, moto_endpoint: str) -> None:
+    # Run 1: the log has no GIT_SHA marker (a lost or late CloudWatch stream); the
+    # container's uploader put git_sha next to the dbt artifacts.
+    target = tmp_path / "target"
+    target.mkdir()
+    for name in ("run_results.json", "manifest.json"):
+        (target / name).write_bytes((ARTIFACTS / "passing" / name).read_bytes())
+    (target / "git_sha").write_text(GIT_SHA + "\n")
+    uri = artifacts_uri(ecs.settings, "nightly", "r1")
+    uploaded = upload(target, uri or "", aws_env(moto_endpoint))
+    assert uploaded.returncode == 0, uploaded.stderr
+
+    def ends_without_marker(arn: str) -> None:
+        ecs.finish(arn, exit_code=0)
+        ecs.write_log(arn, ["dbt build finished"])
+
+    runner = ecs.runner()
+    first = make_ctx(tmp_path / "run1", ends_without_marker, run_id="r1")
+    outcome = runner.run(first.ctx)
+    assert outcome.status is RunStatus.SUCCEEDED, outcome.reason
+    assert outcome.git_sha == GIT_SHA
+    assert (first.ctx.run_dir / "git_sha").read_text().strip() == GIT_SHA  # kept with the run
+
+    # Run 2: both say a SHA; the artifact wins (it does not depend on reading the log).
+    # Run 3: no git_sha artifact: the marker in the log is used.
+    second_sha, marker_sha = "2" * 40, "3" * 40
+    ecs.upload_artifacts(ARTIFACTS / "passing", run_id="r2", git_sha=second_sha)
+    ecs.upload_artifacts(ARTIFACTS / "passing", run_id="r3")
+
+    def ends_with_marker(arn: str) -> None:
+        ecs.finish(arn, exit_code=0)
+        ecs.write_log(arn, [f"[run_commands] GIT_SHA {marker_sha}", "dbt build finished"])
+
+    second = make_ctx(tmp_path / "run2", ends_with_marker, run_id="r2")
+    assert runner.run(second.ctx).git_sha == second_sha
+    third = make_ctx(tmp_path / "run3", ends_with_marker, run_id="r3")
+    assert runner.run(third.ctx).git_sha == marker_sha
+    assert not (third.ctx.run_dir / "git_sha").exists()
+
+
+def test_a_log_read_that_fails_midway_keeps_what_it_read_and_says_so(ecs: Ecs, tmp_path: Path) -> None:
+    pages = [0]
+
+    def second_page_fails_once(params: dict[str, Any], **_: Any) -> None:
+        pages[0] += 1
+        if pages[0] == 2:
+            raise EndpointConnectionError(endpoint_url="https://logs.eu-west-1.amazonaws.com")
+
+    logs = ecs.clients.logs()
+    logs.meta.events.register("before-parameter-build.logs.GetLogEvents", second_page_fails_once)
+    runner = ecs.runner()
+    for run in (1, 2):
+        lines = long_log(GIT_SHA, run)
+
+        def on_task(arn: str, lines: list[str] = lines) -> None:
+            ecs.finish(arn, exit_code=0)
+            ecs.write_log(arn, lines)
+
+        ctx = make_ctx(tmp_path / f"run{run}", on_task, run_id=f"r{run}")
+        outcome = runner.run(ctx.ctx)
+        logged = (outcome.log_path or Path("missing")).read_text().splitlines()
+        assert outcome.status is RunStatus.SUCCEEDED, outcome.reason
+        assert outcome.git_sha == GIT_SHA
+        if run == 1:  # the first page (10,000 events on moto), then one line saying why not more
+            assert logged[1:-1] == [line.replace(SECRET, "*****") for line in lines[:10_000]]
+            assert logged[-1].startswith("[dbt-scheduler] could not read the rest of CloudWatch log ")
+            assert "EndpointConnectionError" in logged[-1]
+        else:  # the next run reads its whole log again
+            assert len(logged) == 1 + len(lines)
+
+
+def test_a_log_over_the_size_cap_keeps_its_head_and_tail_with_a_note(ecs: Ecs, tmp_path: Path) -> None:
+    cap = 4096
+    runner = ecs.runner(max_log_bytes=cap)
+    error = "dbt build failed: Could not connect to Snowflake backend"
+    big = [f"[run_commands] GIT_SHA {GIT_SHA}"] + [f"line {i:04d}" for i in range(2000)]
+    big += [f"[run_commands] ERROR {error}", f"password={SECRET}"]
+    small = ["[run_commands] GIT_SHA " + "a" * 40, "line 0000", "line 0001"]
+    for run, lines in ((1, big), (2, small)):
+
+        def on_task(arn: str, lines: list[str] = lines) -> None:
+            ecs.finish(arn, exit_code=1)
+            ecs.write_log(arn, lines)
+
+        ctx = make_ctx(tmp_path / f"run{run}", on_task, run_id=f"r{run}")
+        outcome = runner.run(ctx.ctx)
+        log = (outcome.log_path or Path("missing")).read_text()
+        assert outcome.status is RunStatus.FAILED
+        if run == 2:  # the cap is per run: a small log is whole, with no note
+            assert outcome.git_sha == "a" * 40
+            assert log.splitlines()[1:] == small
+            continue
+        # The markers are found on both sides of the cut.
+        assert outcome.git_sha == GIT_SHA
+        assert outcome.reason == error
+        logged = log.splitlines()
+        [note] = [line for line in logged if "run.log truncated" in line]
+        assert note.startswith("[dbt-scheduler] run.log truncated: the log is larger than 4 KiB; ")
+        assert f"the last 200 of them follow. The whole log: {outcome.log_url}" in note
+        head, tail = logged[1 : logged.index(note)], logged[logged.index(note) + 1 :]
+        assert head == big[: len(head)] and sum(len(line) + 1 for line in head) <= cap
+        assert tail == [*big[-200:-1], "password=*****"]
+        assert len(log.encode()) < cap + 200 * 20  # bounded: head + note + 200 short lines
+        assert SECRET not in log
 
 
 # --- start failures and retries ---------------------------------------------------

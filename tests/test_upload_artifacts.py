@@ -106,7 +106,7 @@ def test_only_what_exists_is_uploaded_and_nothing_is_not_an_error(
     done = upload(empty, f"s3://{bucket}/x/", aws_env(moto_endpoint))
     assert (done.returncode, done.stdout.strip()) == (
         0,
-        f"upload_artifacts: nothing to upload: no run_results.json or manifest.json in {empty}",
+        f"upload_artifacts: nothing to upload: no run_results.json, manifest.json or git_sha in {empty}",
     )
 
 
@@ -136,6 +136,32 @@ def test_bad_command_line_exits_2(tmp_path: Path, args: list[str], message: str)
     )
     assert done.returncode == 2
     assert message in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_the_git_sha_file_is_uploaded_with_the_artifacts(
+    tmp_path: Path, moto_endpoint: str, s3: Any, bucket: str
+) -> None:
+    sha = "1a2b3c4d5e6f708192a3b4c5d6e7f80912345678"
+    target = write_artifacts(tmp_path / "target")
+    (target / "git_sha").write_text(sha + "\n")  # what run_commands.sh writes
+    done = upload(target, f"s3://{bucket}/runs/nightly/r2/", aws_env(moto_endpoint))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == (
+        f"upload_artifacts: uploaded git_sha to s3://{bucket}/runs/nightly/r2/git_sha"
+    )
+    head = s3.head_object(Bucket=bucket, Key="runs/nightly/r2/git_sha")
+    assert (head["ServerSideEncryption"], head["ContentType"]) == ("AES256", "text/plain")
+    body = s3.get_object(Bucket=bucket, Key="runs/nightly/r2/git_sha")["Body"].read()
+    assert body.decode().strip() == sha
+
+    # dbt died before writing anything: the SHA alone still says what ran.
+    only_sha = tmp_path / "early"
+    only_sha.mkdir()
+    (only_sha / "git_sha").write_text(sha + "\n")
+    done = upload(only_sha, f"s3://{bucket}/runs/nightly/r3/", aws_env(moto_endpoint))
+    assert done.stdout.splitlines() == [
+        f"upload_artifacts: uploaded git_sha to s3://{bucket}/runs/nightly/r3/git_sha"
+    ]
 
 
 # ---------------------------------------------------------------------------- run_commands.sh

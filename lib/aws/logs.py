@@ -1,4 +1,4 @@
-"""CloudWatch Logs for ECS runs: the stream a task writes to, its console link, its tail.
+"""CloudWatch Logs for ECS runs: the stream a task writes to, its console link, its lines.
 
 No boto3 import here: the client is passed in, so a report or a status table can
 build console links on a daemon that never talks to AWS.
@@ -6,12 +6,12 @@ build console links on a daemon that never talks to AWS.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-# GetLogEvents may answer with an empty page although older events exist (pages are
-# cut by time range as well as by `limit` and 1 MB): a few backward pages find them.
-_MAX_EMPTY_PAGES = 5
+# A bound on GetLogEvents calls for one stream (10 GB and more at 1 MB a page).
+_MAX_PAGES = 10_000
 
 
 def task_id(task_arn: str) -> str:
@@ -43,34 +43,33 @@ def console_link(region: str, group: str, stream: str) -> str:
     )
 
 
-def tail(logs_client: Any, group: str, stream: str, lines: int = 50) -> list[str]:
-    """The last `lines` lines of a log stream, oldest first, without line ends.
+def stream_lines(logs_client: Any, group: str, stream: str, *, max_pages: int = _MAX_PAGES) -> Iterator[str]:
+    """Every line of a log stream, oldest first, without line ends, one page at a time.
+
+    Reads GetLogEvents from the head (`startFromHead=True`) and follows
+    `nextForwardToken` until the answer repeats the token it was given: that is how
+    CloudWatch says "end of stream" (AWS: GetLogEvents, nextForwardToken). An empty
+    page is not the end — pages are cut by time range as well as by 10,000 events
+    and 1 MB. Only one page is held at a time, so the caller decides how much to keep.
 
     A missing group or stream (the task never started, so the awslogs driver never
-    created it) gives [] — never an exception. Other AWS errors (throttling, no
-    network, access denied) do raise: the caller decides what a failed read means.
+    created it) gives no lines — never an exception. Other AWS errors (throttling, no
+    network, access denied) do raise, possibly after some lines: the caller decides
+    what a failed read means. `max_pages` only guards against an endpoint that never
+    repeats its token.
     """
-    if lines <= 0:
-        return []
-    kwargs: dict[str, Any] = {
-        "logGroupName": group,
-        "logStreamName": stream,
-        "startFromHead": False,
-        "limit": min(lines, 10_000),  # the API's maximum
-    }
-    for _ in range(_MAX_EMPTY_PAGES):
+    kwargs: dict[str, Any] = {"logGroupName": group, "logStreamName": stream, "startFromHead": True}
+    for _ in range(max_pages):
         try:
             page = logs_client.get_log_events(**kwargs)
         except logs_client.exceptions.ResourceNotFoundException:
-            return []
-        events = page.get("events") or []
-        if events:
+            return
+        for event in page.get("events") or []:
             # One event is usually one line (awslogs sends one per line), but a
-            # message may hold several. A page of up to 1 MB is tail enough.
-            text = [str(event.get("message", "")).rstrip("\r\n") for event in events]
-            return [line for message in text for line in (message.splitlines() or [""])][-lines:]
-        token = page.get("nextBackwardToken")
+            # message may hold several.
+            message = str(event.get("message", "")).rstrip("\r\n")
+            yield from message.splitlines() or [""]
+        token = page.get("nextForwardToken")
         if not token or token == kwargs.get("nextToken"):
-            break
+            return
         kwargs["nextToken"] = token
-    return []

@@ -2,9 +2,13 @@
 
 A run is: RunTask (the task definition's latest ACTIVE revision, with the run's
 variables as container overrides) → DescribeTasks every `poll_interval` seconds →
-classify the STOPPED task from its *container's* exit code and reason → the last
-lines of its CloudWatch stream become run.log → run_results.json and manifest.json
-are fetched from the run's S3 artifacts folder, where the container put them.
+classify the STOPPED task from its *container's* exit code and reason → its whole
+CloudWatch stream, read page by page, becomes run.log (up to `max_log_bytes`, then
+the stream's last lines) → run_results.json, manifest.json and git_sha are fetched
+from the run's S3 artifacts folder, where the container put them.
+
+The commit SHA comes from the `git_sha` artifact, else from the `GIT_SHA` marker
+in the log: neither depends on how long the log is.
 
 A task that never got to run its container (RunTask `failures`, an image that
 cannot be pulled, an env file that could not be downloaded) is retried up to
@@ -19,27 +23,31 @@ import hashlib
 import logging
 import re
 import threading
+from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from lib.aws.clients import AwsClients
-from lib.aws.logs import console_link, stream_name, tail, task_id
+from lib.aws.logs import console_link, stream_lines, stream_name, task_id
 from lib.dbt_results import load_node_results, summarize
 from lib.durations import format_duration
 from lib.errors import RunDetached
 from lib.markers import parse_marker
 from lib.models import AwsSettings, NodeResult, RunOutcome, RunStatus
 from lib.run_env import container_variables
-from lib.runners.base import RunContext, classify_exit
+from lib.runners.base import LOG_TAIL_LINES, RunContext, classify_exit
 
 log = logging.getLogger(__name__)
 
-LOG_TAIL_LINES = 200
+# run.log keeps the stream up to this size, then only its last LOG_TAIL_LINES lines
+# with a note: a runaway log (dbt --debug on a big project) must not fill the disk.
+# The whole stream is still read, for the markers and the last lines.
+MAX_LOG_BYTES = 64 * 1024 * 1024
 # After StopTask, ECS sends SIGTERM, waits the container's stopTimeout (30 s by
 # default, 120 s at most) and then SIGKILLs; give it that and a little more.
 STOP_WAIT = 150.0
@@ -51,7 +59,9 @@ ERROR_BACKOFF_CAP = 60.0
 STARTED_BY_PREFIX = "dbt-scheduler/"
 STARTED_BY_MAX = 36  # the scheduler's own limit; the API allows 128
 STOP_REASON_MAX = 255  # StopTask's limit for `reason`
-ARTIFACT_FILES = ("run_results.json", "manifest.json")
+ARTIFACT_FILES = ("run_results.json", "manifest.json", "git_sha")
+# What run_commands.sh writes to git_sha: `git rev-parse HEAD` (SHA-1, or SHA-256 repos).
+_GIT_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 # RunTask errors that no retry will fix: the caller's credentials or the cluster itself.
 PERMANENT_START_ERRORS = frozenset(
     {
@@ -232,13 +242,13 @@ class EcsRunner:
         settings: AwsSettings,
         clients: AwsClients,
         *,
-        log_tail_lines: int = LOG_TAIL_LINES,
+        max_log_bytes: int = MAX_LOG_BYTES,
         stop_wait: float = STOP_WAIT,
         describe_retries: int = DESCRIBE_RETRIES,
     ) -> None:
         self.settings = settings
         self.clients = clients
-        self.log_tail_lines = log_tail_lines
+        self.max_log_bytes = max_log_bytes
         self.stop_wait = stop_wait
         self.describe_retries = describe_retries
 
@@ -520,11 +530,12 @@ class EcsRunner:
     def _outcome(self, ctx: RunContext, followed: _Followed) -> RunOutcome:
         job = ctx.request.job
         arn = followed.task_arn
-        lines = self._log_tail(ctx, arn)
-        git_sha, error_marker = _markers(lines)
+        copied = self._copy_log(ctx, arn)
         task = followed.task
         ran = task is None or not container_never_ran(task, self.settings.container_name)
         nodes = self._download_artifacts(ctx) if ran else None
+        # The artifact first: it does not depend on reading the log.
+        git_sha = (_read_git_sha(ctx.run_dir / "git_sha") if ran else None) or copied.git_sha
         exit_code: int | None = None
         if task is not None:
             raw = _container(task, self.settings.container_name).get("exitCode")
@@ -547,9 +558,9 @@ class EcsRunner:
                 task,
                 self.settings.container_name,
                 nodes=nodes,
-                log_tail=lines,
+                log_tail=copied.tail,
                 job_name=job.name,
-                error_marker=error_marker,
+                error_marker=copied.error_marker,
                 artifacts=artifacts_uri(self.settings, job.name, ctx.request.run_id),
             )
         if followed.stopped_for is not None and followed.lost is not None:
@@ -575,33 +586,71 @@ class EcsRunner:
         """Mask `lines`, add them to run.log and pass them to ctx.on_line."""
         lines = [ctx.masker(line) for line in lines]
         with open(ctx.run_dir / "run.log", "a", encoding="utf-8") as log:
-            log.writelines(line + "\n" for line in lines)
-        for line in lines:
-            with contextlib.suppress(Exception):  # a broken console must not break the run
-                ctx.on_line(line)
+            for line in lines:
+                self._emit(ctx, log, line)
         return lines
 
-    def _log_tail(self, ctx: RunContext, task_arn: str) -> list[str]:
-        """The stream's last lines, masked, into run.log and to ctx.on_line.
+    def _copy_log(self, ctx: RunContext, task_arn: str) -> _CopiedLog:
+        """The task's whole CloudWatch stream, masked, into run.log and to ctx.on_line,
+        line by line as the pages come (never the whole log in memory).
 
-        Read once, after the task stopped. CloudWatch may show the very last events a
-        few seconds late; the console link (log_url) stays the full record."""
+        Past `max_log_bytes` lines are no longer kept; a note says how many were left
+        out, and the stream's last lines follow it. Every line is still scanned for
+        run_commands.sh's markers. Read once, after the task stopped: CloudWatch may
+        show the very last events a few seconds late, and the console link (log_url)
+        stays the full record."""
         s = self.settings
         stream = stream_name(s.log_stream_prefix, s.container_name, task_arn)
-        try:
-            lines = tail(self.clients.logs(), s.log_group, stream, self.log_tail_lines)
-        except (ClientError, BotoCoreError) as exc:
-            code, message = _aws_error(exc)
-            lines = [
-                f"[dbt-scheduler] could not read CloudWatch log {s.log_group} {stream}: {code}: {message}"
-            ]
-        if not lines:
-            lines = [f"[dbt-scheduler] no log events in CloudWatch log {s.log_group} {stream}"]
-        return self._log(ctx, lines)
+        where = f"CloudWatch log {s.log_group} {stream}"
+        copied = _CopiedLog()
+        last: deque[tuple[str, bool]] = deque(maxlen=LOG_TAIL_LINES)  # (line, written to run.log)
+        kept_bytes = dropped_bytes = dropped = seen = 0
+        failure = ""
+        with open(ctx.run_dir / "run.log", "a", encoding="utf-8") as log:
+            try:
+                for raw in stream_lines(self.clients.logs(), s.log_group, stream):
+                    line = ctx.masker(raw)
+                    seen += 1
+                    copied.see(line)
+                    size = len(line.encode("utf-8")) + 1
+                    written = not dropped and kept_bytes + size <= self.max_log_bytes
+                    if written:
+                        kept_bytes += size
+                        self._emit(ctx, log, line)
+                    else:
+                        dropped += 1
+                        dropped_bytes += size
+                    last.append((line, written))
+            except (ClientError, BotoCoreError) as exc:
+                code, message = _aws_error(exc)
+                failure = f"could not read {'the rest of ' if seen else ''}{where}: {code}: {message}"
+            if dropped:
+                shown = [line for line, written in last if not written]
+                self._emit(
+                    ctx,
+                    log,
+                    f"[dbt-scheduler] run.log truncated: the log is larger than {_size(self.max_log_bytes)}; "
+                    f"{dropped} lines ({_size(dropped_bytes)}) are left out here, the last {len(shown)} "
+                    f"of them follow. The whole log: {self.log_url(task_arn)}",
+                )
+                for line in shown:
+                    self._emit(ctx, log, line)
+            if failure:
+                self._emit(ctx, log, ctx.masker(f"[dbt-scheduler] {failure}"))
+            elif not seen:
+                self._emit(ctx, log, f"[dbt-scheduler] no log events in {where}")
+        copied.tail = [line for line, _ in last]
+        return copied
+
+    def _emit(self, ctx: RunContext, log: IO[str], line: str) -> None:
+        """One masked line into run.log and to ctx.on_line."""
+        log.write(line + "\n")
+        with contextlib.suppress(Exception):  # a broken console must not break the run
+            ctx.on_line(line)
 
     def _download_artifacts(self, ctx: RunContext) -> tuple[NodeResult, ...] | None:
-        """run_results.json and manifest.json from the run's S3 folder into run_dir,
-        then their node results; None when there is no run_results.json."""
+        """run_results.json, manifest.json and git_sha from the run's S3 folder into
+        run_dir, then their node results; None when there is no run_results.json."""
         job = ctx.request.job
         uri = artifacts_uri(self.settings, job.name, ctx.request.run_id)
         if uri is None:
@@ -620,19 +669,41 @@ class EcsRunner:
         return load_node_results(ctx.run_dir)
 
 
-def _markers(lines: list[str]) -> tuple[str | None, str | None]:
-    """The GIT_SHA and the last ERROR marker run_commands.sh printed, if the tail has them."""
-    git_sha = error = None
-    for line in lines:
+@dataclass
+class _CopiedLog:
+    """What copying the task's log found: its last lines and run_commands.sh's markers."""
+
+    tail: list[str] = field(default_factory=list)
+    git_sha: str | None = None
+    error_marker: str | None = None  # the last ERROR line
+
+    def see(self, line: str) -> None:
         marker = parse_marker(line)
         if marker is None:
-            continue
+            return
         kind, rest = marker
         if kind == "GIT_SHA":
-            git_sha = rest
+            self.git_sha = rest
         elif kind == "ERROR":
-            error = rest
-    return git_sha, error
+            self.error_marker = rest
+
+
+def _read_git_sha(path: Path) -> str | None:
+    """The commit SHA run_commands.sh wrote to the `git_sha` artifact; None when the
+    file is missing or holds anything but one SHA."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip().lower()
+    except OSError:
+        return None
+    return text if _GIT_SHA.fullmatch(text) else None
+
+
+def _size(count: int) -> str:
+    if count < 1024:
+        return f"{count} bytes"
+    if count < 1024 * 1024:
+        return f"{count / 1024:.0f} KiB"
+    return f"{count / (1024 * 1024):.1f} MiB".replace(".0 MiB", " MiB")
 
 
 def _cancelled(last: RunOutcome, reason: str) -> RunOutcome:
