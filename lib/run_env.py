@@ -83,6 +83,7 @@ def scheduler_variables(
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
     env.update(_code_and_target(job, request, str(job.project_dir) if job.project_dir else None))
+    env.update(_allowed_failures(job))
     if job.profiles_dir is not None:
         env["DBT_PROFILES_DIR"] = str(job.profiles_dir)
     if cache_dir is not None:
@@ -121,6 +122,7 @@ def container_variables(
         }
     )
     env.update(_code_and_target(job, request, project_dir))
+    env.update(_allowed_failures(job))
     if artifacts_s3_uri:
         env["DBT_ARTIFACTS_S3_URI"] = artifacts_s3_uri
     if artifacts_dir:
@@ -143,3 +145,10 @@ def _code_and_target(job: Job, request: RunRequest, project_dir: str | None) -> 
     elif project_dir is not None:
         env["DBT_PROJECT_DIR"] = project_dir
     return env
+
+
+def _allowed_failures(job: Job) -> dict[str, str]:
+    """DBT_ALLOW_FAILURE: run_commands.sh numbers commands from 1, jobs.yaml indices from 0."""
+    if not job.allow_failure:
+        return {}
+    return {"DBT_ALLOW_FAILURE": " ".join(str(i + 1) for i in sorted(job.allow_failure))}
