@@ -46,8 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="run the scheduler daemon in the foreground")
     run_now = sub.add_parser("run-now", help="run one job now, by hand, and report")
     run_now.add_argument("job")
-    run_now.add_argument("--target", help="dbt target to use instead of the job's")
-    run_now.add_argument("--select", help="dbt selection added as --select to each dbt command")
+    run_now.add_argument(
+        "--target", help="dbt target to use instead of the job's (recorded on the run: report, history)"
+    )
+    run_now.add_argument(
+        "--select",
+        help="dbt selection that REPLACES the job's in every command that takes one"
+        " (its --select/-s/--models/-m/--selector go, --exclude stays; dbt deps and"
+        " run-operation are left alone); recorded on the run",
+    )
     sub.add_parser("validate", help="check jobs.yaml and print each job's next 3 fire times")
     sub.add_parser("next", help="list jobs by their next fire time")
     sub.add_parser("status", help="jobs with schedule, next run, last outcome and duration")
@@ -235,6 +242,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     for run in runs:
         duration = format_duration(run["duration_s"]) if run["duration_s"] is not None else "-"
         trigger = run["trigger"] + (f" by {run['triggered_by']}" if run["triggered_by"] else "")
+        # A run-now with overrides did not run the job as configured: say so.
+        for option in ("target", "select"):
+            if run.get(f"{option}_override"):
+                trigger += f" --{option} {run[f'{option}_override']}"
         table.add_row(
             run["run_id"],
             run["job"],

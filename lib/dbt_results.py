@@ -1,7 +1,12 @@
-"""dbt's run_results.json (+ manifest.json) → per-node results and a one-line reason.
+"""dbt's run_results.json / sources.json (+ manifest.json) → per-node results and a one-line reason.
 
 Everything here but `load_node_results` is a pure function over plain dicts, so the
 tests feed it both real artifacts (tests/data/artifacts/) and hand-written ones.
+
+A job runs several dbt commands; run_commands.sh keeps each one's artifacts in the
+run folder as `run_results.<i>.json` and `sources.<i>.json` (1-based) besides the
+last command's `run_results.json` / `sources.json`. The nodes of a run are those of
+every command, in command order, each tagged with its command's number.
 
 What a skipped node was skipped *because of* is not in run_results.json: dbt only
 writes `"status": "skipped"`. We rebuild it from the manifest's `parent_map` the way
@@ -17,7 +22,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lib.models import NodeResult, count_statuses, display_name
+from lib.dbt_log import freshness_runtime_errors, split_by_command
+from lib.durations import format_duration
+from lib.models import Freshness, NodeResult, count_statuses, display_name
 
 # The statuses dbt writes (NodeStatus / RunStatus / TestStatus / FreshnessStatus).
 KNOWN_STATUSES = ("success", "pass", "fail", "error", "warn", "skipped")
@@ -104,7 +111,9 @@ def _seconds(value: object) -> float:
 
 
 def parse_run_results(
-    run_results: Mapping[str, Any], manifest: Mapping[str, Any] | None = None
+    run_results: Mapping[str, Any],
+    manifest: Mapping[str, Any] | None = None,
+    command: int | None = None,
 ) -> tuple[NodeResult, ...]:
     """One `NodeResult` per entry of run_results.json's `results`, in dbt's order.
 
@@ -126,7 +135,8 @@ def parse_run_results(
     - F is a unit test of model M, and M is S or an ancestor of S (a failing unit
       test stops its model from being built).
 
-    Without a manifest (or parent_map) `skipped_because` stays empty.
+    Without a manifest (or parent_map) `skipped_because` stays empty. Every node gets
+    `command` (which of the job's commands wrote the file; None when unknown).
     """
     raw_results = run_results.get("results") if isinstance(run_results, Mapping) else None
     if not isinstance(raw_results, list):
@@ -151,6 +161,7 @@ def parse_run_results(
                 failures=_optional_int(raw.get("failures")),
                 execution_time=_seconds(raw.get("execution_time")),
                 resource_type=_resource_type(unique_id, manifest),
+                command=command,
             )
         )
     parent_map = manifest.get("parent_map") if isinstance(manifest, Mapping) else None
@@ -235,6 +246,88 @@ class _AncestorIndex:
         return result
 
 
+def _threshold(raw: object) -> str | None:
+    """dbt's `{"count": 1, "period": "day"}` as "1 day"; None when not configured."""
+    if not isinstance(raw, Mapping):
+        return None
+    count, period = _optional_int(raw.get("count")), raw.get("period")
+    if count is None or not isinstance(period, str) or not period:
+        return None
+    return f"{count} {period if count == 1 else period + 's'}"
+
+
+def freshness_message(freshness: Freshness) -> str:
+    """`max_loaded_at 2025-11-27T00:00:00+00:00 (370d 14h ago); warn after 1 day,
+    error after 2 days`: what was measured against what was allowed."""
+    loaded = freshness.max_loaded_at or "unknown"
+    if freshness.age_s is not None:
+        loaded += f" ({format_duration(freshness.age_s)} ago)"
+    limits = [
+        f"{name} after {value}"
+        for name, value in (("warn", freshness.warn_after), ("error", freshness.error_after))
+        if value
+    ]
+    return f"max_loaded_at {loaded}; " + (", ".join(limits) if limits else "no threshold")
+
+
+def parse_sources(
+    sources: Mapping[str, Any],
+    manifest: Mapping[str, Any] | None = None,
+    command: int | None = None,
+) -> tuple[NodeResult, ...]:
+    """One `NodeResult` per entry of sources.json (`dbt source freshness`), in dbt's order.
+
+    Status pass / warn / error (stale beyond error_after) as dbt wrote it; "runtime
+    error" (the freshness query raised) becomes error with dbt's error as message.
+    A measured source carries `freshness` (max_loaded_at, age, warn_after /
+    error_after) and a message saying the same, so a stale source can be fixed from
+    the report. Malformed entries are ignored, as in `parse_run_results`.
+    """
+    raw_results = sources.get("results") if isinstance(sources, Mapping) else None
+    if not isinstance(raw_results, list):
+        return ()
+    nodes: list[NodeResult] = []
+    for raw in raw_results:
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("unique_id"), str):
+            continue
+        unique_id = raw["unique_id"]
+        status = normalize_status(raw.get("status"))
+        error = raw.get("error")
+        freshness = None
+        if isinstance(error, str | int) and not isinstance(error, bool) and str(error).strip():
+            message: str | None = strip_ansi(str(error)).strip()
+        else:
+            criteria = raw.get("criteria") if isinstance(raw.get("criteria"), Mapping) else {}
+            age = raw.get("max_loaded_at_time_ago_in_s")
+            freshness = Freshness(
+                max_loaded_at=raw["max_loaded_at"] if isinstance(raw.get("max_loaded_at"), str) else None,
+                age_s=_seconds(age) if isinstance(age, int | float) and not isinstance(age, bool) else None,
+                warn_after=_threshold(criteria.get("warn_after")),
+                error_after=_threshold(criteria.get("error_after")),
+            )
+            message = freshness_message(freshness)
+        nodes.append(
+            NodeResult(
+                unique_id=unique_id,
+                status=status,
+                message=message,
+                execution_time=_seconds(raw.get("execution_time")),
+                resource_type=_resource_type(unique_id, manifest) or "source",
+                command=command,
+                freshness=freshness,
+            )
+        )
+    return tuple(nodes)
+
+
+def _source_id(name: str, manifest: Mapping[str, Any] | None) -> str:
+    """The unique_id of the source dbt prints as `source_name.table`."""
+    for unique_id, node in ((manifest or {}).get("sources") or {}).items():
+        if isinstance(node, Mapping) and f"{node.get('source_name')}.{node.get('name')}" == name:
+            return str(unique_id)
+    return f"source.?.{name}"
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -242,19 +335,83 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def load_node_results(artifacts_dir: Path) -> tuple[NodeResult, ...] | None:
-    """The node results of the dbt invocation whose target dir is `artifacts_dir`.
+def numbered_artifacts(artifacts_dir: Path, stem: str) -> list[tuple[int | None, Path]]:
+    """`<stem>.<i>.json` files by command number, else the lone `<stem>.json`."""
+    numbered = []
+    for path in artifacts_dir.glob(f"{stem}.*.json"):
+        middle = path.name[len(stem) + 1 : -len(".json")]
+        if middle.isdigit():
+            numbered.append((int(middle), path))
+    if numbered:
+        return sorted(numbered)
+    lone = artifacts_dir / f"{stem}.json"
+    return [(None, lone)] if lone.is_file() else []
 
-    Reads run_results.json, and manifest.json when it is there and readable (without
-    it, skipped nodes have no `skipped_because`). Returns None when run_results.json is
-    missing, unreadable or not a JSON object — dbt does not write it when it fails
-    early, e.g. on a compilation error (dbt-core #5625) — and never raises.
+
+def load_node_results(artifacts_dir: Path, log_path: Path | None = None) -> tuple[NodeResult, ...] | None:
+    """The node results of every dbt command of a run whose artifacts are in `artifacts_dir`.
+
+    Reads each command's `run_results.<i>.json` and `sources.<i>.json` (or, when
+    there are none, the lone run_results.json / sources.json), in command order,
+    and manifest.json when it is there and readable (without it, skipped nodes have
+    no `skipped_because`). A source whose freshness query raised is missing from
+    sources.json in dbt 1.11; it is read from the run's log (`log_path`, default
+    `artifacts_dir/run.log`) as an error node.
+
+    Returns None when no command wrote a readable run_results.json or sources.json
+    — dbt does not write one when it fails early, e.g. on a compilation error
+    (dbt-core #5625) — and never raises.
     """
-    run_results = _read_json(Path(artifacts_dir) / "run_results.json")
-    if not isinstance(run_results, dict):
+    artifacts_dir = Path(artifacts_dir)
+    manifest = _read_json(artifacts_dir / "manifest.json")
+    manifest = manifest if isinstance(manifest, dict) else None
+    found: list[tuple[int, int | None, tuple[NodeResult, ...]]] = []
+    for command, path in numbered_artifacts(artifacts_dir, "run_results"):
+        data = _read_json(path)
+        if isinstance(data, dict):
+            found.append((command or 0, command, parse_run_results(data, manifest, command)))
+    freshness_commands: list[int | None] = []
+    for command, path in numbered_artifacts(artifacts_dir, "sources"):
+        data = _read_json(path)
+        if isinstance(data, dict):
+            found.append((command or 0, command, parse_sources(data, manifest, command)))
+            freshness_commands.append(command)
+    if not found:
         return None
-    manifest = _read_json(Path(artifacts_dir) / "manifest.json")
-    return parse_run_results(run_results, manifest if isinstance(manifest, dict) else None)
+    found.extend(
+        _freshness_errors_from_log(log_path or artifacts_dir / "run.log", freshness_commands, manifest, found)
+    )
+    found.sort(key=lambda item: item[0])  # stable: run_results before sources within a command
+    return tuple(node for _, _, nodes in found for node in nodes)
+
+
+def _freshness_errors_from_log(
+    log_path: Path,
+    commands: list[int | None],
+    manifest: Mapping[str, Any] | None,
+    found: list[tuple[int, int | None, tuple[NodeResult, ...]]],
+) -> list[tuple[int, int | None, tuple[NodeResult, ...]]]:
+    if not commands:
+        return []
+    try:
+        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    by_command = split_by_command(lines)
+    known = {(command, node.unique_id) for _, command, nodes in found for node in nodes}
+    out = []
+    for command in commands:
+        segment = by_command.get(command, []) if command is not None else lines
+        errors = []
+        for name, message in freshness_runtime_errors(segment).items():
+            unique_id = _source_id(name, manifest)
+            if (command, unique_id) not in known:
+                errors.append(
+                    NodeResult(unique_id, "error", message=message, resource_type="source", command=command)
+                )
+        if errors:
+            out.append((command or 0, command, tuple(errors)))
+    return out
 
 
 def problem_nodes(nodes: Iterable[NodeResult]) -> tuple[NodeResult, ...]:

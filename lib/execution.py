@@ -2,8 +2,10 @@
 
 The steps wrap the runner like middlewares: take the job's lock (no overlap),
 record the start, run safely (a crash becomes an `error` outcome, never an
-exception that could kill the daemon), write report.json/report.md, record the
-end, then tell the listeners (console, later: notifiers).
+exception that could kill the daemon), keep the compiled SQL of warned and failed
+nodes in the run folder, write report.json/report.md, record the end, then tell
+the listeners (console, later: notifiers). The run's `--target`/`--select`
+overrides and the commands it was given are recorded with it.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from lib.errors import RunDetached
 from lib.history import History
 from lib.locks import job_lock
 from lib.models import Job, RunOutcome, RunRecord, RunRequest, RunStatus, TriggerKind
+from lib.report.compiled import keep_compiled_sql
 from lib.report.files import write_reports
-from lib.run_env import EnvFileError, read_env_file
+from lib.run_env import EnvFileError, effective_commands, read_env_file
 from lib.runners.base import CancelToken, RunContext, Runner
 from lib.secrets import SecretMasker
 
@@ -93,6 +96,8 @@ class RunService:
             finished_at=now,
             scheduled_for=request.scheduled_for,
             triggered_by=request.triggered_by,
+            target_override=request.target,
+            select_override=request.select,
         )
         self._record_end(record)
         return record
@@ -165,7 +170,7 @@ class RunService:
         masker = self.masker_for(job)
         if reattach_to is None:
             started_at = self.clock.now()
-            self.history.start(request, started_at, run_dir)
+            self.history.start(request, started_at, run_dir, effective_commands(job, request.select))
         else:
             started_at = reattach_to[1]
         ctx = RunContext(
@@ -192,6 +197,12 @@ class RunService:
             return self._record_for(
                 request, started_at, RunOutcome(RunStatus.CANCELLED, reason="detached"), run_dir
             )
+        try:
+            # Before the report, which links the kept files; from the artifacts in the
+            # run folder, so it works for every runner, after work/ is gone.
+            outcome = replace(outcome, nodes=keep_compiled_sql(run_dir, outcome.nodes))
+        except OSError as exc:
+            log.error("%s: could not keep the compiled SQL in %s: %s", job.name, run_dir, exc)
         record = self._record_for(request, started_at, outcome, run_dir)
         try:
             write_reports(record, run_dir, masker)
@@ -213,6 +224,9 @@ class RunService:
             scheduled_for=request.scheduled_for,
             triggered_by=request.triggered_by,
             run_dir=run_dir,
+            target_override=request.target,
+            select_override=request.select,
+            commands=effective_commands(request.job, request.select),
         )
 
     def can_reattach(self, job: Job) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +48,13 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX runs_by_job ON runs (job, started_at);
     """,
+    # 2: run-now overrides and the commands the run was given (JSON list), both
+    # nullable: rows from before know neither.
+    """
+    ALTER TABLE runs ADD COLUMN target_override TEXT;
+    ALTER TABLE runs ADD COLUMN select_override TEXT;
+    ALTER TABLE runs ADD COLUMN commands TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -69,6 +76,9 @@ COLUMNS = (
     "log_path",
     "log_url",
     "external_id",
+    "target_override",
+    "select_override",
+    "commands",
 )
 
 
@@ -154,12 +164,20 @@ class History:
 
     # ------------------------------------------------------------------ writing
 
-    def start(self, request: RunRequest, started_at: datetime, run_dir: Path | None) -> None:
-        """Record a run as `running` the moment it starts."""
+    def start(
+        self,
+        request: RunRequest,
+        started_at: datetime,
+        run_dir: Path | None,
+        commands: Sequence[str] = (),
+    ) -> None:
+        """Record a run as `running` the moment it starts, with its run-now overrides
+        (`request.target` / `request.select`) and the commands it was given."""
         with self._connect() as conn:
             conn.execute(
                 "INSERT INTO runs (run_id, job, trigger, triggered_by, scheduled_for, started_at,"
-                " outcome, run_dir) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " outcome, run_dir, target_override, select_override, commands)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     request.run_id,
                     request.job.name,
@@ -169,6 +187,9 @@ class History:
                     _iso(started_at),
                     RUNNING,
                     _str(run_dir),
+                    request.target,
+                    request.select,
+                    json.dumps(list(commands)) if commands else None,
                 ),
             )
 
@@ -200,19 +221,26 @@ class History:
             outcome.log_url,
             outcome.external_id,
             _str(record.run_dir),
+            record.target_override,
+            record.select_override,
+            json.dumps(list(record.commands)) if record.commands else None,
             record.run_id,
         )
         with self._connect() as conn:
             conn.execute(
                 "INSERT INTO runs (job, trigger, triggered_by, scheduled_for, started_at, finished_at,"
                 " duration_s, outcome, exit_code, reason, git_sha, counts, log_path, log_url,"
-                " external_id, run_dir, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " external_id, run_dir, target_override, select_override, commands, run_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (run_id) DO UPDATE SET finished_at = excluded.finished_at,"
                 " duration_s = excluded.duration_s, outcome = excluded.outcome,"
                 " exit_code = excluded.exit_code, reason = excluded.reason, git_sha = excluded.git_sha,"
                 " counts = excluded.counts, log_path = excluded.log_path,"
                 " log_url = COALESCE(excluded.log_url, runs.log_url),"
-                " external_id = COALESCE(excluded.external_id, runs.external_id)",
+                " external_id = COALESCE(excluded.external_id, runs.external_id),"
+                " target_override = COALESCE(excluded.target_override, runs.target_override),"
+                " select_override = COALESCE(excluded.select_override, runs.select_override),"
+                " commands = COALESCE(excluded.commands, runs.commands)",
                 row,
             )
 
@@ -332,5 +360,6 @@ class History:
 def _row_to_dict(row: sqlite3.Row) -> dict[str, Any]:
     data = {column: row[column] for column in COLUMNS}
     data["counts"] = json.loads(row["counts"]) if row["counts"] else None
+    data["commands"] = json.loads(row["commands"]) if row["commands"] else None
     data["run_dir"] = row["run_dir"]
     return data

@@ -171,8 +171,18 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Freshness:
+    """What `dbt source freshness` measured for one source (sources.json), as dbt wrote it."""
+
+    max_loaded_at: str | None = None  # ISO 8601, the newest loaded_at_field value
+    age_s: float | None = None  # seconds between max_loaded_at and the check
+    warn_after: str | None = None  # "1 day", "12 hours"; None when not configured
+    error_after: str | None = None
+
+
+@dataclass(frozen=True)
 class NodeResult:
-    """One dbt node's result, as read from run_results.json."""
+    """One dbt node's result, as read from run_results.json (or sources.json)."""
 
     unique_id: str
     status: str  # success, pass, fail, error, warn, skipped (dbt's own words)
@@ -182,6 +192,13 @@ class NodeResult:
     resource_type: str = ""  # model, test, seed, snapshot…
     # For a skipped node: the failed/errored nodes upstream that caused the skip.
     skipped_because: tuple[str, ...] = ()
+    # Which of the job's commands ran it (1-based, as run_commands.sh numbers them);
+    # None when the artifacts do not say (a lone run_results.json).
+    command: int | None = None
+    # A source checked by `dbt source freshness`: its measurement and thresholds.
+    freshness: Freshness | None = None
+    # Where the run keeps this node's compiled SQL (warned/failed nodes), if it does.
+    compiled_path: str | None = None
 
     @property
     def name(self) -> str:
@@ -198,7 +215,7 @@ class RunRequest:
     scheduled_for: datetime | None = None  # None for manual runs
     triggered_by: str | None = None  # the user name for manual runs
     target: str | None = None  # overrides job.target (run-now --target)
-    select: str | None = None  # added as --select to each dbt command (run-now --select)
+    select: str | None = None  # replaces each dbt command's selection (run-now --select)
 
 
 @dataclass(frozen=True)
@@ -228,6 +245,11 @@ class RunRecord:
     scheduled_for: datetime | None = None
     triggered_by: str | None = None
     run_dir: Path | None = None
+    # run-now --target / --select, when given (None: the job's own).
+    target_override: str | None = None
+    select_override: str | None = None
+    # The dbt commands the run was given, overrides applied; node.command indexes them.
+    commands: tuple[str, ...] = ()
 
     @property
     def duration_s(self) -> float:

@@ -24,15 +24,49 @@ class EnvFileError(ValueError):
     """The job's env_file is missing or unreadable."""
 
 
+# The options that say which nodes a command runs. `--select` and its aliases take
+# one or more values (dbt reads words up to the next option); `--selector` names a
+# YAML selector, which dbt prefers over --select, so it is replaced too.
+_SELECTION_OPTIONS = frozenset({"--select", "-s", "--models", "-m", "--model", "--selector"})
+# dbt colours its output even into a pipe: run.log, reports and the journal want none.
+NO_COLOUR = {"DBT_USE_COLORS": "false", "DBT_USE_COLORS_FILE": "false"}
+
+
+def _without_selection(words: list[str]) -> list[str]:
+    out: list[str] = []
+    skipping = False
+    for word in words:
+        name = word.split("=", 1)[0]
+        if name in _SELECTION_OPTIONS:
+            skipping = "=" not in word  # `--select=x` carries its value
+            continue
+        if skipping and not word.startswith("-"):
+            continue
+        skipping = False
+        out.append(word)
+    return out
+
+
 def effective_commands(job: Job, select: str | None) -> tuple[str, ...]:
-    """The job's commands, with `--select SELECT` added where dbt accepts it (run-now --select)."""
+    """The job's commands as a run with `run-now --select SELECT` runs them.
+
+    `--select SELECT` REPLACES the selection of every command that takes one (build,
+    run, test, seed, snapshot, compile, ls, show, source freshness, docs generate):
+    the command's own `--select/-s/--models/-m` with their values (`--select=x` too)
+    and `--selector` are removed, then `--select SELECT` is added. `--exclude` stays.
+    Commands that select nothing (`dbt deps`, `dbt run-operation`) are left alone,
+    as is every command when SELECT is empty.
+    """
     if not select:
         return job.commands
     out = []
     for command in job.commands:
         words = shlex.split(command)
-        if len(words) > 1 and words[1] in SELECTABLE and "--select" not in words and "-s" not in words:
-            command = f"{command} --select {shlex.quote(select)}"
+        if len(words) > 1 and words[1] in SELECTABLE:
+            kept = _without_selection(words)
+            # Untouched text stays as written; a rewritten one is quoted for run_commands.sh.
+            base = command if len(kept) == len(words) else shlex.join(kept)
+            command = f"{base} --select {shlex.quote(select)}"
         out.append(command)
     return tuple(out)
 
@@ -81,6 +115,7 @@ def scheduler_variables(
         "DBT_SCHEDULER_JOB": job.name,
         "DBT_SCHEDULER_RUN_ID": request.run_id,
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        **NO_COLOUR,
     }
     env.update(_code_and_target(job, request, str(job.project_dir) if job.project_dir else None))
     env.update(_allowed_failures(job))
@@ -119,6 +154,7 @@ def container_variables(
             "DBT_SCHEDULER_JOB": job.name,
             "DBT_SCHEDULER_RUN_ID": request.run_id,
             "DBT_SEND_ANONYMOUS_USAGE_STATS": env.get("DBT_SEND_ANONYMOUS_USAGE_STATS", "false"),
+            **NO_COLOUR,
         }
     )
     env.update(_code_and_target(job, request, project_dir))

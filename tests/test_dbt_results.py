@@ -4,6 +4,7 @@ tests/data/artifacts/regenerate.py with dbt-core 1.11 + duckdb) and on small dic
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from lib.dbt_results import (
     load_node_results,
     normalize_status,
     parse_run_results,
+    parse_sources,
     problem_nodes,
     short_message,
     skipped_nodes,
@@ -434,3 +436,100 @@ def test_summarize_falls_back_to_names_then_counts() -> None:
     assert summarize(nodes, max_length=60) == "1 test failed (t: y), 1 error (a)"
     assert summarize(nodes, max_length=32) == "1 test failed (t: y), 1 error"
     assert summarize(nodes, max_length=10) == "1 test fa…"
+
+
+# --- every command's artifacts ------------------------------------------------------------
+
+
+def test_nodes_of_every_command_in_order_each_with_its_command(tmp_path: Path) -> None:
+    """run_commands.sh keeps run_results.<i>.json per command: all are read, not
+    only run_results.json (the last command's)."""
+    shutil.copy(ARTIFACTS / "passing" / "run_results.json", tmp_path / "run_results.1.json")
+    shutil.copy(ARTIFACTS / "failing" / "run_results.json", tmp_path / "run_results.2.json")
+    shutil.copy(ARTIFACTS / "failing" / "run_results.json", tmp_path / "run_results.json")
+    shutil.copy(ARTIFACTS / "failing" / "manifest.json", tmp_path / "manifest.json")
+    nodes = load_node_results(tmp_path)
+    assert nodes is not None
+    first = load_node_results(ARTIFACTS / "passing") or ()
+    second = load_node_results(ARTIFACTS / "failing") or ()
+    assert len(nodes) == len(first) + len(second)
+    assert [n.command for n in nodes] == [1] * len(first) + [2] * len(second)
+    assert [n.unique_id for n in nodes] == [n.unique_id for n in (*first, *second)]
+    # skip causes are worked out per command
+    skipped = [n for n in nodes if n.status == "skipped"]
+    assert skipped and all(n.command == 2 and n.skipped_because for n in skipped)
+
+
+def test_a_command_that_wrote_nothing_leaves_the_others(tmp_path: Path) -> None:
+    # command 2 died early (dbt-core #5625): no run_results.2.json
+    shutil.copy(ARTIFACTS / "passing" / "run_results.json", tmp_path / "run_results.1.json")
+    shutil.copy(ARTIFACTS / "passing" / "run_results.json", tmp_path / "run_results.3.json")
+    nodes = load_node_results(tmp_path) or ()
+    assert {n.command for n in nodes} == {1, 3}
+
+
+# --- sources.json (dbt source freshness) ------------------------------------------------------
+
+FRESHNESS = ARTIFACTS / "freshness"
+
+
+def test_real_sources_json_pass_warn_error_and_runtime_error_from_the_log() -> None:
+    """Real dbt 1.11 output (regenerate_freshness.py). The runtime error is not in
+    sources.json (dbt 1.11 drops it) and comes from the freshness command's log."""
+    nodes = load_node_results(FRESHNESS)
+    assert nodes is not None
+    by_id = {n.unique_id: n for n in nodes}
+    assert {uid: n.status for uid, n in by_id.items()} == {
+        "source.shop.raw.raw_orders": "warn",
+        "source.shop.raw.raw_customers": "error",
+        "source.shop.raw.orders_fresh": "pass",
+        "source.shop.raw.missing": "error",
+    }
+    assert all(n.resource_type == "source" for n in nodes)
+    orders = by_id["source.shop.raw.raw_orders"]
+    assert orders.freshness is not None
+    assert orders.freshness.max_loaded_at == "2025-11-27T00:00:00+00:00"
+    assert (orders.freshness.warn_after, orders.freshness.error_after) == ("1 day", None)
+    assert orders.freshness.age_s and orders.freshness.age_s > 86400
+    assert orders.message is not None
+    assert orders.message.startswith("max_loaded_at 2025-11-27T00:00:00+00:00 (")
+    assert orders.message.endswith("ago); warn after 1 day")
+    customers = by_id["source.shop.raw.raw_customers"]
+    assert customers.message and customers.message.endswith("warn after 1 day, error after 2 days")
+    missing = by_id["source.shop.raw.missing"]
+    assert missing.freshness is None
+    assert missing.message and missing.message.startswith(
+        "Catalog Error: Table with name missing does not exist"
+    )
+    assert display_name(missing.unique_id) == "raw.missing"
+    assert summarize(nodes).startswith("2 errors (raw.raw_customers: max_loaded_at 2025-06-28")
+
+
+def test_sources_runtime_error_as_older_dbt_writes_it() -> None:
+    sources = {
+        "results": [
+            {"unique_id": "source.p.raw.a", "status": "runtime error", "error": "Database Error\n  denied"},
+            {"unique_id": "source.p.raw.b", "status": "pass", "criteria": {}, "max_loaded_at": "x"},
+            {"status": "pass"},
+            "junk",
+        ]
+    }
+    a, b = parse_sources(sources, command=2)
+    assert (a.status, a.message, a.command, a.freshness) == ("error", "Database Error\n  denied", 2, None)
+    assert b.freshness is not None and b.message == "max_loaded_at x; no threshold"
+    assert parse_sources({"results": "no"}) == ()
+
+
+def test_freshness_then_build_keeps_both_commands_nodes(tmp_path: Path) -> None:
+    """`dbt source freshness` (command 1, allowed to fail) then `dbt build` (command 2)."""
+    shutil.copy(FRESHNESS / "sources.json", tmp_path / "sources.1.json")
+    shutil.copy(FRESHNESS / "manifest.json", tmp_path / "manifest.json")
+    shutil.copy(ARTIFACTS / "passing" / "run_results.json", tmp_path / "run_results.2.json")
+    log = (FRESHNESS / "run.log").read_text().replace("[run_commands] EXIT 1\n", "")
+    log += "[run_commands] STEP command 2/2: dbt build\n12:00:00  Done.\n[run_commands] EXIT 0\n"
+    (tmp_path / "run.log").write_text(log)
+    nodes = load_node_results(tmp_path) or ()
+    sources = [n for n in nodes if n.resource_type == "source"]
+    assert len(sources) == 4 and all(n.command == 1 for n in sources)
+    assert {n.command for n in nodes if n.resource_type != "source"} == {2}
+    assert nodes.index(sources[-1]) < min(i for i, n in enumerate(nodes) if n.command == 2)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from lib.history import SCHEMA_VERSION, History
+from lib.history import MIGRATIONS, SCHEMA_VERSION, History
 from lib.models import Job, NodeResult, RunOutcome, RunRecord, RunRequest, RunStatus, TriggerKind
 from lib.triggers import parse_cron
 
@@ -40,9 +41,56 @@ def record(run_id: str, status: RunStatus = RunStatus.SUCCEEDED, minutes: int = 
 def test_schema_is_versioned_and_created_on_first_use(tmp_path: Path) -> None:
     history = History(tmp_path / "state" / "history.db")
     assert not (tmp_path / "state").exists()
-    assert history.schema_version() == SCHEMA_VERSION == 1
+    assert history.schema_version() == SCHEMA_VERSION == 2
     conn = sqlite3.connect(tmp_path / "state" / "history.db")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_a_version_1_history_is_upgraded_in_place_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0])
+    conn.execute(
+        "INSERT INTO runs (run_id, job, trigger, started_at, outcome)"
+        " VALUES ('old', 'nightly', 'schedule', ?, 'succeeded')",
+        (T0.isoformat(),),
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+
+    history = History(path)
+    assert history.schema_version() == 2
+    old = history.get("old")
+    assert old is not None and old["outcome"] == "succeeded"
+    assert (old["target_override"], old["select_override"], old["commands"]) == (None, None, None)
+
+
+def test_run_now_overrides_and_commands_are_recorded_from_start_to_finish(tmp_path: Path) -> None:
+    history = History(tmp_path / "h.db")
+    request = RunRequest(JOB, "r1", TriggerKind.MANUAL, triggered_by="alice", target="prod", select="tag:x")
+    history.start(request, T0, None, ("dbt build --select tag:x",))
+    [running] = history.running()
+    assert (running["target_override"], running["select_override"]) == ("prod", "tag:x")
+    assert running["commands"] == ["dbt build --select tag:x"]
+    finished = replace(
+        record("r1", trigger=TriggerKind.MANUAL, scheduled_for=None),
+        target_override="prod",
+        select_override="tag:x",
+        commands=("dbt build --select tag:x",),
+    )
+    history.finish(finished)
+    run = history.get("r1")
+    assert run is not None
+    assert (run["target_override"], run["select_override"]) == ("prod", "tag:x")
+    assert run["commands"] == ["dbt build --select tag:x"]
+    # A record without them (a runner's own) keeps what the start wrote.
+    history.start(RunRequest(JOB, "r2", TriggerKind.MANUAL, target="dev"), T0, None, ("dbt build",))
+    history.finish(record("r2", trigger=TriggerKind.MANUAL, scheduled_for=None))
+    assert history.get("r2")["target_override"] == "dev"  # type: ignore[index]
+    assert history.get("r2")["commands"] == ["dbt build"]  # type: ignore[index]
+    plain = history.get("r1")
+    assert plain is not None and set(plain) >= {"target_override", "select_override", "commands"}
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

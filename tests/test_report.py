@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -17,6 +18,7 @@ from rich.console import Console
 from lib.dbt_results import load_node_results, summarize
 from lib.models import NodeResult, RunOutcome, RunRecord, RunStatus, TriggerKind
 from lib.report import RunProgress, parse_marker, record_to_dict, render_summary, write_reports
+from lib.report.compiled import compiled_relpath, keep_compiled_sql
 from lib.report.console import ProgressState
 from lib.report.files import write_atomically
 from lib.secrets import MASK, SecretMasker
@@ -43,6 +45,9 @@ RECORD_KEYS = {
     "log_url",
     "external_id",
     "run_dir",
+    "target_override",
+    "select_override",
+    "commands",
     "nodes",
 }
 NODE_KEYS = {
@@ -54,6 +59,9 @@ NODE_KEYS = {
     "failures",
     "execution_time",
     "skipped_because",
+    "command",
+    "compiled_path",
+    "freshness",
 }
 
 
@@ -134,6 +142,9 @@ def test_record_to_dict_keys_and_values() -> None:
         "failures": None,
         "execution_time": 0.0,
         "skipped_because": ["test.fixture_shop.not_null_stg_orders_order_id.81cfe2fe64"],
+        "command": None,
+        "compiled_path": None,
+        "freshness": None,
     }
     json.dumps(data)  # plain JSON data throughout
 
@@ -443,3 +454,88 @@ def test_importing_report_does_not_import_rich() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr or "rich was imported"
+
+
+# --- compiled SQL kept, commands, overrides ---------------------------------------------------
+
+
+def run_folder_with_two_commands(tmp_path: Path) -> Path:
+    """A run folder as run_commands.sh leaves it: command 1 passed, command 2 failed."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copy(ARTIFACTS / "passing" / "run_results.json", run_dir / "run_results.1.json")
+    shutil.copy(ARTIFACTS / "failing" / "run_results.json", run_dir / "run_results.2.json")
+    shutil.copy(ARTIFACTS / "failing" / "manifest.json", run_dir / "manifest.json")
+    return run_dir
+
+
+def test_compiled_sql_of_warned_and_failed_nodes_is_kept_in_the_run_folder(tmp_path: Path) -> None:
+    run_dir = run_folder_with_two_commands(tmp_path)
+    nodes = keep_compiled_sql(run_dir, load_node_results(run_dir) or ())
+    kept = [n for n in nodes if n.compiled_path]
+    problems = [n for n in nodes if n.status in ("warn", "fail", "error")]
+    assert kept and {n.unique_id for n in kept} <= {n.unique_id for n in problems}
+    assert all(n.status not in ("success", "pass", "skipped") for n in kept)
+    raw = json.loads((run_dir / "run_results.2.json").read_text())
+    code = {r["unique_id"]: r["compiled_code"] for r in raw["results"]}
+    for node in kept:
+        path = Path(node.compiled_path or "")
+        assert path.is_relative_to(run_dir / "compiled")
+        assert path.read_text().strip() == code[node.unique_id].strip()
+    # the warned test of command 1 is kept too
+    assert any(n.command == 1 and n.status == "warn" and n.compiled_path for n in nodes)
+
+    record = replace(
+        failing_record(nodes=nodes, log_path=run_dir / "run.log"),
+        run_dir=run_dir,
+        commands=("dbt seed", "dbt build"),
+        target_override="prod",
+        select_override="tag:nightly",
+    )
+    paths = write_reports(record, run_dir, SecretMasker())
+    data = json.loads(paths["json"].read_text())
+    assert data["commands"] == ["dbt seed", "dbt build"]
+    assert (data["target_override"], data["select_override"]) == ("prod", "tag:nightly")
+    kept_json = [n for n in data["nodes"] if n["compiled_path"]]
+    assert kept_json and all(Path(n["compiled_path"]).is_file() for n in kept_json)
+    md = paths["md"].read_text()
+    assert "| Target (run-now) | `prod` |" in md and "| Select (run-now) | `tag:nightly` |" in md
+    assert "| Commands | 1. `dbt seed`<br>2. `dbt build` |" in md
+    assert "| Node | Type | Command | Status | Failures | Message |" in md
+    assert "| not_null_stg_orders_order_id | test | 2 | fail | 3 |" in md
+    relative = Path(kept_json[0]["compiled_path"]).relative_to(run_dir).as_posix()
+    assert f"]({relative})" in md  # a link that opens from the run folder
+
+
+def test_compiled_relpath_follows_dbt_layout() -> None:
+    manifest = {
+        "nodes": {
+            "test.shop.nn.abc": {
+                "package_name": "shop",
+                "original_file_path": "models/staging/_staging.yml",
+                "path": "nn.sql",
+            },
+            "model.shop.m": {"package_name": "shop", "original_file_path": "models/marts/m.sql"},
+            "model.shop.evil": {"package_name": "..", "original_file_path": "/etc/../../passwd.sql"},
+        }
+    }
+    assert str(compiled_relpath("test.shop.nn.abc", manifest)) == "shop/models/staging/_staging.yml/nn.sql"
+    assert str(compiled_relpath("model.shop.m", manifest)) == "shop/models/marts/m.sql"
+    assert ".." not in compiled_relpath("model.shop.evil", manifest).parts
+    assert str(compiled_relpath("model.shop.x", None)) == "model/model.shop.x.sql"
+
+
+def test_console_summary_shows_commands_overrides_and_kept_sql(tmp_path: Path) -> None:
+    run_dir = run_folder_with_two_commands(tmp_path)
+    nodes = keep_compiled_sql(run_dir, load_node_results(run_dir) or ())
+    record = replace(
+        failing_record(nodes=nodes),
+        commands=("dbt seed", "dbt build"),
+        select_override="tag:nightly",
+    )
+    console = Console(file=io.StringIO(), width=250, force_terminal=False)
+    render_summary(record, console)
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "--select tag:nightly" in out
+    assert "Cmd" in out and "command 2: dbt build" in out
+    assert "compiled SQL: " + str(run_dir / "compiled") in out

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from lib.dbt_results import dbt_counts, display_name, problem_nodes, skipped_nodes, strip_ansi
 from lib.durations import format_duration
 from lib.markers import parse_marker
-from lib.models import RunRecord, RunStatus
+from lib.models import NodeResult, RunRecord, RunStatus
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -182,6 +182,10 @@ def render_summary(record: RunRecord, console: Console) -> None:
         facts.append(f" by {record.triggered_by}")
     if outcome.git_sha:
         facts.append(f" · git {outcome.git_sha[:12]}")
+    if record.target_override:
+        facts.append(f" · --target {record.target_override}")
+    if record.select_override:
+        facts.append(f" · --select {record.select_override}")
     console.print(facts, style="dim", highlight=False)
 
     nodes = outcome.nodes
@@ -197,20 +201,32 @@ def render_summary(record: RunRecord, console: Console) -> None:
         console.print(Text.assemble(("Reason: ", "bold"), outcome.reason), highlight=False)
 
     # Failures and errors first, warnings after; dbt's order within each.
+    # Which command ran a node matters once there is more than one.
+    by_command = len({n.command for n in nodes}) > 1 or len(record.commands) > 1
+
+    def command_cells(node: NodeResult) -> list[Text]:
+        return [Text(str(node.command) if node.command is not None else "-")] if by_command else []
+
     problems = sorted(problem_nodes(nodes), key=lambda node: node.status == "warn")
     if problems:
         table = Table(title="Failed, errored and warned nodes", title_justify="left", expand=False)
         table.add_column("Node", overflow="fold")
         table.add_column("Type")
+        if by_command:
+            table.add_column("Cmd")
         table.add_column("Status")
         table.add_column("Message", overflow="fold")
         for node in problems:
             status = node.status + (f" {node.failures}" if node.failures else "")
+            message = node.message or ""
+            if node.compiled_path:
+                message += f"\ncompiled SQL: {node.compiled_path}"
             table.add_row(
                 Text(display_name(node.unique_id)),
                 Text(node.resource_type),
+                *command_cells(node),
                 Text(status, style=_NODE_STYLES.get(node.status, "")),
-                Text(node.message or ""),
+                Text(message),
             )
         console.print(table)
     skipped = skipped_nodes(nodes)
@@ -218,11 +234,21 @@ def render_summary(record: RunRecord, console: Console) -> None:
         table = Table(title="Skipped nodes", title_justify="left", expand=False)
         table.add_column("Node", overflow="fold")
         table.add_column("Type")
+        if by_command:
+            table.add_column("Cmd")
         table.add_column("Skipped because of", overflow="fold")
         for node in skipped:
             causes = ", ".join(display_name(uid) for uid in node.skipped_because) or "-"
-            table.add_row(Text(display_name(node.unique_id)), Text(node.resource_type), Text(causes))
+            table.add_row(
+                Text(display_name(node.unique_id)),
+                Text(node.resource_type),
+                *command_cells(node),
+                Text(causes),
+            )
         console.print(table)
+    if by_command:
+        for index, command in enumerate(record.commands, 1):
+            console.print(Text(f"command {index}: {command}", style="dim"), highlight=False, soft_wrap=True)
 
     if outcome.log_path is not None:
         console.print(

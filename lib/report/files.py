@@ -18,7 +18,7 @@ from typing import Any
 
 from lib.dbt_results import dbt_counts, display_name, problem_nodes, skipped_nodes
 from lib.durations import format_duration
-from lib.models import NodeResult, RunRecord, count_statuses
+from lib.models import Freshness, NodeResult, RunRecord, count_statuses
 from lib.secrets import SecretMasker
 
 JSON_NAME = "report.json"
@@ -40,6 +40,20 @@ def node_to_dict(node: NodeResult) -> dict[str, Any]:
         "failures": node.failures,
         "execution_time": node.execution_time,
         "skipped_because": list(node.skipped_because),
+        "command": node.command,
+        "compiled_path": node.compiled_path,
+        "freshness": _freshness_to_dict(node.freshness),
+    }
+
+
+def _freshness_to_dict(freshness: Freshness | None) -> dict[str, Any] | None:
+    if freshness is None:
+        return None
+    return {
+        "max_loaded_at": freshness.max_loaded_at,
+        "age_s": freshness.age_s,
+        "warn_after": freshness.warn_after,
+        "error_after": freshness.error_after,
     }
 
 
@@ -67,6 +81,9 @@ def record_to_dict(record: RunRecord, include_nodes: bool = True) -> dict[str, A
         "log_url": outcome.log_url,
         "external_id": outcome.external_id,
         "run_dir": str(record.run_dir) if record.run_dir is not None else None,
+        "target_override": record.target_override,
+        "select_override": record.select_override,
+        "commands": list(record.commands) or None,
     }
     if include_nodes:
         data["nodes"] = [node_to_dict(node) for node in outcome.nodes]
@@ -122,6 +139,12 @@ def render_markdown(data: dict[str, Any]) -> str:
     ]
     if data.get("external_id"):
         facts.append(("External id", _code(data["external_id"])))
+    for key, label in (("target_override", "Target (run-now)"), ("select_override", "Select (run-now)")):
+        if data.get(key):
+            facts.append((label, _cell(_code(data[key]))))
+    commands = data.get("commands") or []
+    if len(commands) > 1:
+        facts.append(("Commands", "<br>".join(f"{i}. {_cell(_code(c))}" for i, c in enumerate(commands, 1))))
     lines += ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in facts), ""]
     if data.get("reason"):
         lines += [f"**Reason:** {_cell(data['reason'])}", ""]
@@ -131,26 +154,55 @@ def render_markdown(data: dict[str, Any]) -> str:
         counts = dbt_counts(nodes)
         lines += [" ".join(f"{key}={value}" for key, value in counts.items()), ""]
     # Failures and errors first, warnings after; dbt's order within each.
+    # Which command ran a node matters once there is more than one.
+    by_command = len({n.command for n in nodes}) > 1 or len(commands) > 1
+    command_head, command_rule = ("Command | ", "---|") if by_command else ("", "")
+
+    def command_cell(node: NodeResult) -> str:
+        return f"{_cell(node.command)} | " if by_command else ""
+
     problems = sorted(problem_nodes(nodes), key=lambda node: node.status == "warn")
     if problems:
         lines += ["## Failed, errored and warned nodes", ""]
-        lines += ["| Node | Type | Status | Failures | Message |", "|---|---|---|---|---|"]
+        lines += [
+            f"| Node | Type | {command_head}Status | Failures | Message |",
+            f"|---|---|{command_rule}---|---|---|",
+        ]
         for node in problems:
+            message = _cell(node.message)
+            if node.compiled_path:
+                message += f"<br>compiled SQL: {_link(node.compiled_path, data.get('run_dir'))}"
             lines.append(
                 f"| {_cell(display_name(node.unique_id))} | {_cell(node.resource_type)} "
-                f"| {node.status} | {_cell(node.failures)} | {_cell(node.message)} |"
+                f"| {command_cell(node)}{node.status} | {_cell(node.failures)} | {message} |"
             )
         lines.append("")
     skipped = skipped_nodes(nodes)
     if skipped:
-        lines += ["## Skipped nodes", "", "| Node | Type | Skipped because of |", "|---|---|---|"]
+        lines += [
+            "## Skipped nodes",
+            "",
+            f"| Node | Type | {command_head}Skipped because of |",
+            f"|---|---|{command_rule}---|",
+        ]
         for node in skipped:
             causes = ", ".join(display_name(uid) for uid in node.skipped_because)
             lines.append(
-                f"| {_cell(display_name(node.unique_id))} | {_cell(node.resource_type)} | {_cell(causes)} |"
+                f"| {_cell(display_name(node.unique_id))} | {_cell(node.resource_type)} "
+                f"| {command_cell(node)}{_cell(causes)} |"
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def _link(path: str, run_dir: str | None) -> str:
+    """A link to a file the run kept: relative to report.md (it sits in the run
+    folder) so it opens from a copy of the folder too, shown as the full path."""
+    target = Path(path)
+    shown = _cell(_code(path))
+    if run_dir and target.is_relative_to(run_dir):
+        return f"[{shown}]({target.relative_to(run_dir).as_posix()})"
+    return shown
 
 
 def _node_from_dict(data: dict[str, Any]) -> NodeResult:
@@ -162,6 +214,8 @@ def _node_from_dict(data: dict[str, Any]) -> NodeResult:
         execution_time=data.get("execution_time") or 0.0,
         resource_type=data.get("resource_type") or "",
         skipped_because=tuple(data.get("skipped_because") or ()),
+        command=data.get("command"),
+        compiled_path=data.get("compiled_path"),
     )
 
 

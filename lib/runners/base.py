@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from lib.clock import Clock
-from lib.dbt_results import summarize
+from lib.dbt_log import dbt_error
+from lib.dbt_results import strip_ansi, summarize
 from lib.markers import parse_marker
 from lib.models import NodeResult, RunOutcome, RunRequest, RunStatus
 from lib.secrets import SecretMasker
@@ -102,7 +103,11 @@ def classify_exit(
 
     The reason names what broke and, where we can tell, the fix: a dbt failure is
     summarised from the node results; a failure before dbt ran is `failed_to_start`
-    with the script's own ERROR line; a missing env var dbt asked for is named.
+    with the script's own ERROR line; a missing env var dbt asked for is named. When
+    no node says what failed (dbt stopped before running any, and wrote no
+    run_results.json), the reason is the error dbt printed (`Runtime Error: Database
+    Error: … Could not connect to Snowflake backend …`, a compilation error), found by
+    `lib.dbt_log.dbt_error` in either of dbt's log formats — never merely the last line.
     """
     if exit_code == 0:
         if nodes is None:
@@ -126,11 +131,15 @@ def classify_exit(
         return RunStatus.FAILED, summary
     if error_marker:
         return RunStatus.FAILED, error_marker
+    printed = dbt_error(log_tail)
+    if printed:
+        return RunStatus.FAILED, printed
+    artifacts = " (dbt wrote no run_results.json)" if nodes is None else ""
+    # Nothing dbt-shaped was printed (a wrapper script, a crash): its last line, then.
     last = next(
-        (line.strip() for line in reversed(log_tail) if line.strip() and "[run_commands]" not in line), ""
+        (line.strip() for line in reversed(log_tail) if line.strip() and parse_marker(line) is None), ""
     )
     detail = f": {last[:200]}" if last else ""
-    artifacts = " (dbt wrote no run_results.json)" if nodes is None else ""
     return RunStatus.FAILED, f"exit code {exit_code}{artifacts}{detail}"
 
 
@@ -153,6 +162,7 @@ class OutputWatcher:
         self.git_sha: str | None = None
         self.error_marker: str | None = None
         self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self._in_traceback = False
         self.done = False
         self._thread: threading.Thread | None = None
 
@@ -170,9 +180,24 @@ class OutputWatcher:
         self._thread.start()
 
     def _line(self, line: str) -> None:
-        line = self.ctx.masker(line)
+        # dbt colours its output even into a pipe unless told not to (DBT_USE_COLORS,
+        # set by lib/run_env.py), and a command may say --use-colors: strip what is
+        # left here, the one path to run.log, history's reason, the console and the
+        # daemon's journal. Before masking, so a code inside a secret cannot hide it.
+        line = self.ctx.masker(strip_ansi(line).replace("\n", " "))
         self.log.write(line + "\n")
-        self.tail.append(line)
+        # A Python traceback dbt prints after its error runs to hundreds of indented
+        # frame lines; kept out of the tail, they cannot push dbt's error out of it.
+        if line.startswith("Traceback (most recent call last)") or line.endswith(
+            "  Traceback (most recent call last):"
+        ):
+            self._in_traceback = True
+            self.tail.append(line)  # it ends dbt's message before it
+        elif self._in_traceback and line[:1].isspace():
+            pass
+        else:
+            self._in_traceback = False
+            self.tail.append(line)
         marker = parse_marker(line)
         if marker is not None:
             kind, rest = marker
