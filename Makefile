@@ -38,7 +38,7 @@ lint: $(VENV)/.dev
 
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
-	bash scripts/install_podman.sh
+	bash scripts/install_test_tools.sh
 	bash tests/run_pytest.sh $(BIN)/python
 
 bench: $(VENV)/.runtime

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -343,10 +343,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     daemon = Daemon(
         app.config, app.service, app.clock, reload_config=lambda: load_config(path), on_line=on_line
     )
+    # The handlers only set flags and wake the loop (Daemon.request_stop): a second SIGTERM
+    # cuts the shutdown grace short, and the loop's thread does the cancelling.
     signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.request_stop())
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
-    return daemon.run_forever()
+    return _off_the_main_thread(daemon.run_forever, name="daemon-loop")
+
+
+def _off_the_main_thread(work: Callable[[], int], name: str) -> int:
+    """Run `work` on its own thread while the main thread only waits for it and takes signals.
+
+    Python runs a signal handler on the main thread, between two bytecodes of whatever that
+    thread is doing. Were the loop there, a handler waking the loop's Event could interrupt
+    that same Event's wait() while it holds the Event's lock, and wait for it forever. Here
+    the main thread holds no lock a handler needs; an exception from `work` is raised again
+    here, so main() reports it as before.
+    """
+    outcome: list[int] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as exc:  # handed to the main thread, which reports it
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, name=name)
+    thread.start()
+    thread.join()  # interrupted by each signal to run its handler, then resumed
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

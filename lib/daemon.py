@@ -1,13 +1,23 @@
 """The long-running scheduler: sleep until the earliest fire time, dispatch, repeat.
 
-There is no polling loop: the daemon computes every job's next fire time and
-waits on an event until the earliest one, so an idle daemon uses no CPU. A
-signal (SIGTERM, SIGHUP) sets the event and wakes it at once.
+The daemon computes every job's next fire time and waits on an event until the
+earliest one, but never longer than `MAX_SLEEP`: after each wait it reads the
+clock again and dispatches whatever is due. A signal (SIGTERM, SIGHUP) sets the
+event and wakes it at once.
 
+- Fire times are UTC everywhere here (the `next_fire` map, the policies, history's
+  scheduled_for): two datetimes in the same zone compare by wall time, ignoring
+  `fold`, so on fall-back night `min()` over Berlin fire times would pick 02:00 CET
+  over 02:30 CEST, which comes first. Triggers return UTC (lib/triggers.py).
 - Due runs go to a thread pool of `max_parallel` workers; more due at once wait.
 - A run that fails or crashes is recorded and the loop goes on.
 - SIGTERM: no new runs; running ones get `shutdown_grace` to finish, then are
-  cancelled (their process groups stopped) and recorded as cancelled.
+  cancelled (their process groups stopped) and recorded as cancelled. A second
+  SIGTERM cuts the grace short and cancels them at once.
+- `request_stop` and `request_reload` are what signal handlers call: they only set
+  flags and wake the loop. The work they ask for (reloading, cancelling runs, which
+  stops process groups and waits for them) is done by the loop's own thread, never
+  inside a handler, where it could wait on a lock the interrupted code holds.
 - SIGHUP: jobs.yaml is read again; if it is invalid the errors are logged and the
   daemon keeps its last good config.
 - One daemon per state_dir: a second one exits with an error naming the first.
@@ -39,6 +49,14 @@ log = logging.getLogger("dbt_scheduler")
 
 ExecutorFactory = Callable[[int], Executor]
 
+# The longest the loop waits before reading the clock again, in seconds. Waits run on the
+# monotonic clock, which does not move while a VM or laptop is suspended and does not
+# follow a wall-clock step (NTP, a restored snapshot): a wait computed from wall time for
+# the next fire hours away would wake hours late. Capped, a step or a resume is noticed
+# within a minute (the policies then run the fire time or record it missed), at the cost
+# of one cheap tick a minute when idle.
+MAX_SLEEP = 60.0
+
 
 def _thread_pool(workers: int) -> Executor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="run")
@@ -65,7 +83,7 @@ class Daemon:
         self._stop_requested = False
         self._force_stop = False
         self._reload_requested = False
-        self._lock = threading.RLock()  # re-entrant: signal handlers run on the main thread
+        self._lock = threading.RLock()  # re-entrant: dispatch holds it while _track takes it
         self._active: dict[str, dict[str, CancelToken]] = {}  # job → run_id → token
         self._idle = threading.Event()
         self._idle.set()
@@ -80,14 +98,18 @@ class Daemon:
     # ------------------------------------------------------------------ control (signal-safe)
 
     def request_stop(self) -> None:
-        """Stop gracefully; a second request cancels running jobs at once."""
+        """Stop gracefully; a second request cuts the shutdown grace short and cancels runs.
+
+        Safe in a signal handler: it sets flags and wakes the loop, nothing else. The loop's
+        thread does the cancelling (`shutdown`).
+        """
         if self._stop_requested:
             self._force_stop = True
-            self._cancel_all()
         self._stop_requested = True
         self._wake.set()
 
     def request_reload(self) -> None:
+        """Re-read jobs.yaml on the loop's thread. Safe in a signal handler, like `request_stop`."""
         self._reload_requested = True
         self._wake.set()
 
@@ -186,15 +208,18 @@ class Daemon:
                 self._wake.clear()
                 if self._stop_requested or self._reload_requested:
                     continue
-                seconds = (wake_at - self.clock.now()).total_seconds() if wake_at else threading.TIMEOUT_MAX
+                seconds = (wake_at - self.clock.now()).total_seconds() if wake_at else MAX_SLEEP
                 if seconds > 0:
-                    self.clock.wait(seconds, self._wake)
+                    self.clock.wait(min(seconds, MAX_SLEEP), self._wake)
         finally:
             self.shutdown()
         return 0
 
     def tick(self, now: datetime) -> list[Decision]:
-        """Decide about every job whose fire time has come; advance their schedules. Pure but for state."""
+        """Decide about every job whose fire time has come; advance their schedules. Pure but for state.
+
+        `now` and every fire time are UTC, so `fire > now` compares instants.
+        """
         decisions = []
         for name, fire in list(self.next_fire.items()):
             if fire > now:
@@ -257,6 +282,7 @@ class Daemon:
                     self._active.pop(request.job.name, None)
                 if not self._active:
                     self._idle.set()
+                    self._wake.set()  # a shutdown waiting out the grace can stop waiting
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -306,7 +332,10 @@ class Daemon:
         return True
 
     def shutdown(self) -> None:
-        """Let running jobs finish for up to shutdown_grace, then cancel them; release the lock."""
+        """Let running jobs finish for up to shutdown_grace, then cancel them; release the lock.
+
+        A second stop request (`request_stop`) during the grace ends it at once.
+        """
         if self._executor is None:
             return
         with self._lock:
@@ -317,13 +346,28 @@ class Daemon:
             )
             # Remote runs go on without us: detach now, a restart re-attaches to them.
             self._cancel_all(remote_only=True)
-            if not self._force_stop:
-                self.clock.wait(self.config.shutdown_grace, self._idle)
+            self._wait_out_grace()
+            if self._force_stop and not self._idle.is_set():
+                log.info("stopping: second stop request, cancelling running jobs now")
             self._cancel_all()
         self._executor.shutdown(wait=True)
         self._executor = None
         self._lockfile.release()
         log.info("dbt-scheduler stopped")
+
+    def _wait_out_grace(self) -> None:
+        """Wait until no run is left, a second stop request comes, or shutdown_grace is over."""
+        deadline = self.clock.monotonic() + self.config.shutdown_grace
+        while not self._force_stop and not self._idle.is_set():
+            left = deadline - self.clock.monotonic()
+            if left <= 0:
+                return
+            self._wake.clear()
+            # Checked again after clear(): a request or the last run ending in between set
+            # the flag before waking us, so nothing is lost.
+            if self._force_stop or self._idle.is_set():
+                return
+            self.clock.wait(min(left, MAX_SLEEP), self._wake)
 
     def _cancel_all(self, remote_only: bool = False) -> None:
         """Cancel local runs (their processes are stopped); detach from remote ones."""

@@ -9,6 +9,10 @@
 - Several fire times due at once are coalesced into one run of the latest.
 - Overlap: with `overlap: skip` (the default) a run due while the job's previous
   run is still going is skipped and recorded as skipped; `allow` runs both.
+
+Every datetime here is an instant in UTC (triggers return UTC, the clock reads UTC):
+the `<`, `<=` and `>` below compare instants, never wall times of a zone, which
+Python would compare ignoring `fold` on fall-back night.
 """
 
 from __future__ import annotations

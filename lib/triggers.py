@@ -27,9 +27,17 @@ cronie (cron.c: "fixed-time" jobs vs "wildcard" jobs), which is also what people
   hour on fall-back day is run through twice, so an hourly job fires every real hour
   and a ``*/15`` job every 15 real minutes through both transitions: no duplicate, no
   gap in elapsed time.
-* "N seconds / minutes / hours" intervals are elapsed time on a grid aligned to the
-  Unix epoch, so DST never shifts them; "hour at :15" fires whenever the local clock
-  shows minute 15, like the cron wildcard job ``15 * * * *`` (see `IntervalTrigger`).
+* "N hours [at :MM]" intervals are read on the local clock too: they restart at every
+  local midnight and fire when the local clock shows 00:00, N:00, 2N:00 … (plus the
+  minutes of `at`), exactly like the cron wildcard job ``MM */N * * *``. "6 hours" fires
+  at 00:00, 06:00, 12:00 and 18:00 local every day, DST days included; on the 23-hour or
+  25-hour day the real gap that spans the change is one hour shorter or longer (5 or 7
+  real hours around 02:00 in New York or Berlin). A slot inside the spring-forward gap
+  is skipped and one inside the repeated hour fires twice, as for any wildcard job, so
+  "hour" fires every real hour through both changes.
+* "N seconds / minutes" intervals are elapsed time on a grid aligned to the Unix epoch,
+  so DST never shifts them and they are exactly N real units apart through both changes
+  (see `IntervalTrigger` for why minutes and hours differ).
 
 The rules come from cronie's src/cron.c (the "time jumped forward/backward" cases:
 non-wildcard jobs run for the skipped minutes, only wildcard jobs run again when the
@@ -40,10 +48,12 @@ per step, far over the ~50 µs budget per job of a 10,000-job daemon, and it run
 fixed-time job twice on fall-back day. The tests use it as a reference where DST plays
 no part, and a minute-by-minute model of the rules above on DST days.
 
-Returned datetimes are aware and in the job's zone. Python compares and subtracts two
-datetimes that share a tzinfo by wall time, ignoring `fold`, so 02:30 CEST and 02:30 CET
-look equal: convert with ``.astimezone(timezone.utc)`` before comparing fire times of
-the same job on a DST day.
+Returned datetimes are aware and in UTC: the job's zone is used only inside a trigger,
+for the local-time arithmetic. Fire times are compared, sorted and stored by the daemon,
+the policies and history, and Python compares two datetimes that share a tzinfo by wall
+time, ignoring `fold` — 02:30 CEST and 02:30 CET would look equal, and `min()` over a
+zone's fire times picks the wrong one on fall-back night. In UTC no two instants share a
+wall time. Convert to the job's zone only to show a fire time to a person.
 """
 
 from __future__ import annotations
@@ -203,6 +213,11 @@ def _zone(tz: tzinfo) -> _Zone:
     if zone is None:
         zone = _ZONES.setdefault(tz, _Zone(tz))
     return zone
+
+
+def _utc(instant: int) -> datetime:
+    """An instant (epoch seconds) as the aware UTC datetime every trigger returns."""
+    return datetime.fromtimestamp(instant, UTC)
 
 
 def _fixed_instant(zone: _Zone, wall: int) -> int:
@@ -491,7 +506,7 @@ class CronTrigger:
         return self.expression
 
     def next_after(self, moment: datetime) -> datetime:
-        """The first fire time strictly after `moment` (any zone), aware and in `tz`."""
+        """The first fire time strictly after `moment` (any zone), aware and in UTC."""
         _require_aware(moment)
         spec, zone = self._spec, self._zone
         after = moment.timestamp()
@@ -514,15 +529,15 @@ class CronTrigger:
             kind, offset0, offset1, change = zone.wall(wall)
             if kind == _NORMAL:
                 if wall - offset0 > after:
-                    return datetime(*found, tzinfo=self.tz)
+                    return _utc(wall - offset0)
             elif kind == _GAP:
                 # Skipped local time: a fixed-time job runs when the clock jumps; a wildcard
                 # job just has no such minute (its next real minute follows).
                 if not spec.wildcard and change > after:
-                    return datetime.fromtimestamp(change, self.tz)
+                    return _utc(change)
             elif not spec.wildcard:  # repeated local time: the first occurrence only
                 if wall - offset0 > after:
-                    return datetime(*found, tzinfo=self.tz)
+                    return _utc(wall - offset0)
             else:
                 # Wildcard job in the repeated hour: every match fires twice, and in real time
                 # all first occurrences come before all second ones.
@@ -538,15 +553,15 @@ class CronTrigger:
         self, found: _Wall, end: int, offset0: int, offset1: int, after: float
     ) -> datetime | None:
         """The first fire after `after` among the matches from `found` to wall time `end`."""
-        matches: list[tuple[_Wall, int]] = []
+        matches: list[int] = []
         probe = found
         while (wall := _wall_seconds(*probe)) < end:
-            matches.append((probe, wall))
+            matches.append(wall)
             probe = _first_match(self._spec, *probe[:4], probe[4] + 1)
-        for fold, offset in ((0, offset0), (1, offset1)):
-            for fields, wall in matches:
+        for offset in (offset0, offset1):  # the first pass, then the second
+            for wall in matches:
                 if wall - offset > after:
-                    return datetime(*fields, tzinfo=self.tz, fold=fold)
+                    return _utc(wall - offset)
         return None
 
     def __repr__(self) -> str:
@@ -625,6 +640,13 @@ def _parse_every(phrase: str) -> _Every:
         else:
             reason = f"write {interval} {word}s"
         raise _every_error(phrase, reason) from None
+    if job.unit == "hours" and interval > 24:
+        # Hour intervals restart at local midnight (IntervalTrigger), so 25 hours or more
+        # has no meaning there; say what does.
+        instead = f"write {interval // 24} days" if interval % 24 == 0 else "use days or a cron schedule"
+        raise _every_error(
+            phrase, f"hour intervals restart at local midnight, so the number must be 1-24; {instead}"
+        )
     if at is not None:
         daily = job.unit == "days" or job.start_day is not None
         if daily and re.fullmatch(r"\d:\d\d(:\d\d)?", at):
@@ -641,22 +663,37 @@ def _parse_every(phrase: str) -> _Every:
 
 
 class IntervalTrigger:
-    """An "every …" phrase ("15 minutes", "day at 06:00", "monday at 09:00") in zone `tz`.
+    """An "every …" phrase ("15 minutes", "6 hours", "day at 06:00", "monday at 09:00") in zone `tz`.
 
     Build it with `parse_every`. What each phrase means:
 
-    * `N seconds|minutes|hours` (or `second`, `minute`, `hour`): elapsed time on a grid
-      aligned to the Unix epoch, so "15 minutes" fires at :00, :15, :30 and :45, a
-      restart never shifts the grid and DST never does either. (In a zone with a
-      half-hour offset, "hour" fires at :30 local: write "hour at :00".)
-    * `hour at :MM` / `hour at MM:SS`, `minute at :SS`: the same grid, firing when the
-      local clock shows that minute/second ("2 hours at :15" every other hour at :15).
+    * `N seconds|minutes` (or `second`, `minute`): elapsed time on a grid aligned to the
+      Unix epoch, so "15 minutes" fires at :00, :15, :30 and :45, a restart never shifts
+      the grid and DST never does either: the runs are exactly N real units apart, day
+      and night, through both changes. `minute at :SS` fires when the local clock shows
+      that second.
+    * `N hours` (or `hour`), `N hours at :MM` / `at MM:SS`: the local clock, restarting at
+      every local midnight: "6 hours" fires at 00:00, 06:00, 12:00 and 18:00 local each
+      day, "2 hours at :15" at 00:15, 02:15, … — the cron wildcard job `15 */2 * * *`,
+      with its DST rules (module docstring). On a 23-hour or 25-hour day the gap across
+      the change is an hour shorter or longer in real time (New York "6 hours":
+      00:00 EST → 06:00 EDT is 5 real hours on 8 March, 00:00 EDT → 06:00 EST 7 on
+      1 November). When N does not divide 24 the last gap of the day is shorter ("5 hours":
+      20:00 → 00:00). N is 1-24: longer intervals are days.
     * `day at HH:MM[:SS]`, `N days at …`: that local time every N days; `N days`
       alone: local midnight. Days are counted on a grid aligned to 1970-01-01, so
       "3 days" fires on the same dates whenever the daemon starts.
     * `week`, `N weeks`: Monday 00:00 local, every N weeks on a grid aligned to the
       epoch's week. `monday` … `sunday` [at HH:MM]: that weekday every week, at 00:00
       unless a time is given.
+
+    Why hours follow the local clock and minutes do not: DST moves the clock by an hour,
+    so it shifts an hour grid by a whole step ("6 hours" on a UTC grid would run at
+    01:00/07:00… local in summer and 00:00/06:00… in winter) but leaves the minutes a
+    minute interval shows untouched ("15 minutes" shows :00/:15/:30/:45 either way, in
+    every zone whose offset is whole hours). Elapsed time keeps minute intervals free of
+    the doubled or missing runs a local grid would give in the changing hour, and of a
+    restart at midnight of intervals that do not divide the day ("7 minutes").
 
     Day and week phrases are fixed-time: a local time that does not exist on
     spring-forward day fires when the clock jumps, one that happens twice fires once,
@@ -675,14 +712,18 @@ class IntervalTrigger:
         self._zone = _zone(tz)
         at = spec.at_time
         self._local_unit = 0
-        if spec.unit in _UNIT_SECONDS:
+        if spec.unit == "hours":
+            self._period = spec.interval * 3600  # wall seconds between slots of a local day
+            self._anchor = 0
+            self._shift = 0 if at is None else at.minute * 60 + at.second
+        elif spec.unit in _UNIT_SECONDS:
             unit = _UNIT_SECONDS[spec.unit]
             self._period = spec.interval * unit  # seconds, on the epoch grid
             self._anchor = 0
-            self._shift = 0 if at is None else at.minute * 60 + at.second
+            self._shift = 0 if at is None else at.second
             if at is not None:
-                # "hour at :15" follows the local clock: in +05:30 that is 15 minutes past the
-                # local hour, not the UTC one. Without `at` the grid is plain UTC.
+                # "minute at :30" follows the local clock's seconds (the same as UTC's in
+                # every zone in use today, whose offsets are whole minutes).
                 self._local_unit = unit
         else:
             if spec.start_day is not None:
@@ -701,15 +742,17 @@ class IntervalTrigger:
         return self.phrase
 
     def next_after(self, moment: datetime) -> datetime:
-        """The first fire time strictly after `moment` (any zone), aware and in `tz`."""
+        """The first fire time strictly after `moment` (any zone), aware and in UTC."""
         _require_aware(moment)
         after = moment.timestamp()
         # Fire times are whole seconds, so the first one after `after` is the first one
         # after its whole second.
         whole = int(after // 1)
+        if self.spec.unit == "hours":
+            return _utc(self._next_on_local_hours(whole))
         if self.spec.unit in _UNIT_SECONDS:
-            return datetime.fromtimestamp(self._next_on_grid(whole), self.tz)
-        return datetime.fromtimestamp(self._next_on_calendar(whole, after), self.tz)
+            return _utc(self._next_on_grid(whole))
+        return _utc(self._next_on_calendar(whole, after))
 
     def _grid_after(self, whole: int, offset: int) -> int:
         period = self._period
@@ -719,25 +762,28 @@ class IntervalTrigger:
     def _next_on_grid(self, whole: int) -> int:
         if not self._local_unit:
             return self._grid_after(whole, 0)
-        # With `at`, the grid point must show the right minute on the local clock at that
-        # instant. Offsets only change by whole hours (so the minute is stable), except in
-        # Australia/Lord_Howe (30-minute DST): there try the offset before and after the
-        # change, keep the first candidate that matches its own offset, and step past
-        # candidates that match neither.
-        offset_at, unit = self._zone.offset_at, self._local_unit
-        start = whole
-        for _ in range(4):
-            offsets = tuple({offset_at(start), offset_at(start + self._period + 3600)})
-            candidates = [self._grid_after(start, offset) for offset in offsets]
-            valid = [
-                candidate
-                for candidate, offset in zip(candidates, offsets, strict=True)
-                if offset_at(candidate) % unit == offset % unit
-            ]
-            if valid:
-                return min(valid)
-            start = min(candidates)
-        return self._grid_after(whole, offset_at(whole))  # pragma: no cover - no such zone
+        offset_at = self._zone.offset_at
+        return self._grid_after(whole, offset_at(whole))
+
+    def _next_on_local_hours(self, whole: int) -> int:
+        """The first slot after `whole` of "N hours": local wall times day + shift + k·N hours.
+
+        Each slot is a wildcard time: none in the spring-forward gap, two (first pass, then
+        second) in the repeated hour. Slots are at least an hour apart and a repeated span
+        is at most an hour long, so walking them in wall order visits instants in order.
+        """
+        zone, step = self._zone, self._period
+        day = (whole + zone.offset_at(whole)) // _DAY - 1  # a day early: offsets straddle midnight
+        while True:
+            start = day * _DAY
+            for wall in range(start + self._shift, start + _DAY, step):
+                kind, offset0, offset1, _ = zone.wall(wall)
+                if kind == _GAP:
+                    continue
+                for offset in (offset0,) if kind == _NORMAL else (offset0, offset1):
+                    if wall - offset > whole:
+                        return wall - offset
+            day += 1
 
     def _next_on_calendar(self, whole: int, after: float) -> int:
         zone, period = self._zone, self._period

@@ -47,6 +47,29 @@ class FakeClock:
         return event.is_set()
 
 
+class SteppingClock(FakeClock):
+    """A FakeClock whose wall clock can jump during a wait while the monotonic clock does not.
+
+    `step_during_next_wait(seconds)` models a host suspended in the middle of a wait, or a
+    wall-clock step (NTP, a restored snapshot): the wait that follows still lasts only the
+    seconds asked for, on the monotonic clock, but `now()` has moved `seconds` further.
+    """
+
+    def __init__(self, start: datetime) -> None:
+        super().__init__(start)
+        self._pending_step = 0.0
+
+    def step_during_next_wait(self, seconds: float) -> None:
+        self._pending_step = seconds
+
+    def wait(self, seconds: float, event: threading.Event) -> bool:
+        step, self._pending_step = self._pending_step, 0.0
+        if step:
+            with self._lock:
+                self._now += timedelta(seconds=step)
+        return super().wait(seconds, event)
+
+
 class InlineExecutor(Executor):
     """Runs submitted work at once on the calling thread: deterministic daemon tests."""
 

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from lib.app import App
+from lib.app import App, build_app
 from lib.config import Config
-from lib.daemon import Daemon
+from lib.daemon import MAX_SLEEP, Daemon
 from lib.errors import ConfigError, ConfigIssue, LockedError
 from lib.models import RunOutcome, RunRequest, RunStatus, TriggerKind
-from lib.runners.base import RunContext
+from lib.runners.base import CancelToken, RunContext
 from tests.conftest import START
-from tests.fakes import CrashingRunner, FakeClock, FakeRunner, InlineExecutor
+from tests.fakes import CrashingRunner, FakeClock, FakeRunner, InlineExecutor, SteppingClock
 
 WEEK = timedelta(days=7)
 
@@ -57,8 +57,10 @@ def test_a_simulated_week_fires_every_time_exactly_once(
     berlin = [datetime.fromisoformat(r["scheduled_for"]) for r in runs_of(app, "berlin")]
     assert berlin == [datetime(2026, 3, d, 5, tzinfo=UTC) for d in range(2, 9)]  # 06:00 CET
     assert runs_of(app, "off") == []
-    # No polling: one wait per distinct fire time (hourly and 06:00 coincide at 05:00 UTC? no: 05:00 vs :00)
-    assert len(clock.waits) <= 7 * 24 + 7 + 1
+    # Waits are capped at MAX_SLEEP (a clock step is noticed within it) and otherwise end at
+    # the next fire time: no more waits than the cap's ticks plus one per fire time.
+    assert max(clock.waits) <= MAX_SLEEP
+    assert len(clock.waits) <= WEEK / timedelta(seconds=MAX_SLEEP) + 7 * 24 + 7 + 1
     assert len(runner.calls) == 7 * 24 + 7
 
 
@@ -358,3 +360,212 @@ def test_restart_reattaches_to_remote_runs_instead_of_running_again(
     gone_row = app.history.get("r-gone")
     assert gone_row is not None and gone_row["outcome"] == "cancelled"
     assert "no longer in jobs.yaml" in gone_row["reason"]
+
+
+# --------------------------------------------------------------------------------------
+# DST nights: several jobs in one zone, every fire time once, nothing missed
+# --------------------------------------------------------------------------------------
+
+
+def _hours(day: datetime, *hours: float) -> list[datetime]:
+    return [day + timedelta(hours=hour) for hour in hours]
+
+
+# (zone, simulate from, until, expected UTC fire times per job). Midnight UTC of the DST day
+# is the reference; negative hours are the evening before.
+_BERLIN_FALL = datetime(2026, 10, 25, tzinfo=UTC)  # 03:00 CEST → 02:00 CET at 01:00 UTC
+_BERLIN_SPRING = datetime(2026, 3, 29, tzinfo=UTC)  # 02:00 CET → 03:00 CEST at 01:00 UTC
+_NEW_YORK_SPRING = datetime(2026, 3, 8, tzinfo=UTC)  # 02:00 EST → 03:00 EDT at 07:00 UTC
+_NEW_YORK_FALL = datetime(2026, 11, 1, tzinfo=UTC)  # 02:00 EDT → 01:00 EST at 06:00 UTC
+DST_NIGHTS = {
+    "berlin-fall-back": (
+        "Europe/Berlin",
+        _BERLIN_FALL - timedelta(hours=3),
+        _BERLIN_FALL + timedelta(hours=6),
+        {
+            "at_0230": _hours(_BERLIN_FALL, 0.5),  # 02:30 CEST, not again at 02:30 CET
+            "at_0130": _hours(_BERLIN_FALL, -0.5),
+            "hourly": _hours(_BERLIN_FALL, *range(-2, 7)),  # 02:00 CEST and 02:00 CET both
+            "six_hours": _hours(_BERLIN_FALL, -2, 5),  # 00:00 CEST, 06:00 CET: 7 real hours
+        },
+    ),
+    "berlin-spring-forward": (
+        "Europe/Berlin",
+        _BERLIN_SPRING - timedelta(hours=2),
+        _BERLIN_SPRING + timedelta(hours=6),
+        {
+            "at_0230": _hours(_BERLIN_SPRING, 1),  # 02:30 does not exist: at the jump, 03:00 CEST
+            "at_0130": _hours(_BERLIN_SPRING, 0.5),
+            "hourly": _hours(_BERLIN_SPRING, *range(-1, 7)),
+            "six_hours": _hours(_BERLIN_SPRING, -1, 4),  # 00:00 CET, 06:00 CEST: 5 real hours
+        },
+    ),
+    "new-york-spring-forward": (
+        "America/New_York",
+        _NEW_YORK_SPRING + timedelta(hours=4),
+        _NEW_YORK_SPRING + timedelta(hours=12),
+        {
+            "at_0230": _hours(_NEW_YORK_SPRING, 7),  # at the jump, 03:00 EDT
+            "at_0130": _hours(_NEW_YORK_SPRING, 6.5),
+            "hourly": _hours(_NEW_YORK_SPRING, *range(5, 13)),
+            "six_hours": _hours(_NEW_YORK_SPRING, 5, 10),
+        },
+    ),
+    "new-york-fall-back": (
+        "America/New_York",
+        _NEW_YORK_FALL + timedelta(hours=3),
+        _NEW_YORK_FALL + timedelta(hours=12),
+        {
+            "at_0230": _hours(_NEW_YORK_FALL, 7.5),
+            "at_0130": _hours(_NEW_YORK_FALL, 5.5),  # 01:30 EDT, not again at 01:30 EST
+            "hourly": _hours(_NEW_YORK_FALL, *range(4, 13)),
+            "six_hours": _hours(_NEW_YORK_FALL, 4, 11),
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("night", DST_NIGHTS)
+def test_dst_night_runs_every_fire_time_of_every_job_once_and_misses_none(
+    night: str, make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    zone, start, until, expected = DST_NIGHTS[night]
+    clock.set(start)
+    config = make_config(
+        {
+            "at_0230": {"schedule": "30 2 * * *", "timezone": zone},
+            "at_0130": {"schedule": "30 1 * * *", "timezone": zone},
+            "hourly": {"schedule": "0 * * * *", "timezone": zone},
+            "six_hours": {"every": "6 hours", "timezone": zone},
+        }
+    )
+    app = make_app(config)
+    daemon_for(app).run_forever(until=until)
+    for job, fire_times in expected.items():
+        runs = runs_of(app, job)
+        assert [(r["trigger"], r["outcome"]) for r in runs] == [("schedule", "succeeded")] * len(
+            fire_times
+        ), (
+            job,
+            runs,
+        )
+        assert [datetime.fromisoformat(r["scheduled_for"]) for r in runs] == fire_times, job
+        assert all(r["scheduled_for"].endswith("+00:00") for r in runs)  # stored in UTC
+
+
+def test_next_fire_map_holds_utc(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    app = make_app(make_config({"berlin": {"schedule": "30 2 * * *", "timezone": "Europe/Berlin"}}))
+    daemon = daemon_for(app)
+    daemon.start()
+    assert daemon.next_fire["berlin"] == datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
+    assert daemon.next_fire["berlin"].tzinfo is UTC
+    daemon.shutdown()
+
+
+# --------------------------------------------------------------------------------------
+# The sleep cap
+# --------------------------------------------------------------------------------------
+
+
+def test_no_wait_is_longer_than_max_sleep_even_with_nothing_due_for_days(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    app = make_app(make_config({"weekly": {"every": "week"}, "off": {"every": "1 hour", "enabled": False}}))
+    daemon_for(app).run_forever(until=START + timedelta(days=2))
+    assert clock.waits and max(clock.waits) <= MAX_SLEEP
+
+
+def test_a_wall_clock_step_during_a_wait_is_noticed_and_the_fire_time_runs_on_time(
+    make_config: Callable[..., Config],
+) -> None:
+    # The host is suspended (or NTP steps the clock) during the first wait: the wall clock
+    # moves almost six hours while the monotonic wait lasts one minute. An uncapped wait of
+    # six hours would then end at ~12:00 and record the 06:00 run as missed.
+    clock = SteppingClock(START)
+    config = make_config({"daily": {"schedule": "0 6 * * *"}})
+    app = build_app(config, clock=clock, runners={"local": FakeRunner()}, base_env={})
+    clock.step_during_next_wait(timedelta(hours=6).total_seconds() - 90)
+    daemon_for(app).run_forever(until=datetime(2026, 3, 2, 6, 30, tzinfo=UTC))
+    assert [(r["trigger"], r["outcome"], r["scheduled_for"]) for r in runs_of(app, "daily")] == [
+        ("schedule", "succeeded", "2026-03-02T06:00:00+00:00")
+    ]
+    assert clock.waits[0] == MAX_SLEEP
+
+
+# --------------------------------------------------------------------------------------
+# Stop requests are signal-safe: flags only, the work on the loop's thread
+# --------------------------------------------------------------------------------------
+
+
+class _UntilCancelled:
+    """A run that lasts until it is cancelled; records the thread its cancel came on."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.cancelled_on: list[str] = []
+
+    def run(self, ctx: RunContext) -> RunOutcome:
+        stop = threading.Event()
+        ctx.cancel.on_cancel(lambda: (self.cancelled_on.append(threading.current_thread().name), stop.set()))
+        self.started.set()
+        stop.wait(30)
+        return RunOutcome(RunStatus.CANCELLED if ctx.cancel.cancelled else RunStatus.SUCCEEDED)
+
+
+def test_a_second_stop_request_only_sets_flags_and_shutdown_cancels_without_the_grace(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    config = make_config({"long": {"every": "1 minute"}}, shutdown_grace="1h")
+    runner = _UntilCancelled()
+    app = make_app(config, runner)
+    daemon = Daemon(app.config, app.service, clock)
+    daemon.start()
+    clock.advance(60)
+    daemon.dispatch(daemon.tick(clock.now()))
+    assert runner.started.wait(5)
+    daemon.request_stop()
+    daemon.request_stop()  # what a second SIGTERM's handler calls
+    assert runner.cancelled_on == []  # nothing was cancelled inside the "handler"
+    loop = threading.Thread(target=daemon.shutdown, name="loop")
+    loop.start()
+    loop.join(30)
+    assert not loop.is_alive()
+    assert runner.cancelled_on == ["loop"]
+    assert 3600.0 not in clock.waits  # the second request cut the hour of grace short
+    [run] = runs_of(app, "long")
+    assert run["outcome"] == "cancelled"
+
+
+def test_a_stop_request_landing_while_runs_are_being_cancelled_does_not_deadlock(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock, monkeypatch: Any
+) -> None:
+    # A signal handler runs on the main thread between two bytecodes, for example while
+    # shutdown() holds a run's CancelToken lock. A handler that cancelled runs itself would
+    # take that lock again and wait for ever.
+    import lib.daemon
+
+    config = make_config({"long": {"every": "1 minute"}}, shutdown_grace="5s")
+    runner = _UntilCancelled()
+    app = make_app(config, runner)
+    daemon = Daemon(app.config, app.service, clock)
+
+    class SignalledWhileCancelling(CancelToken):
+        def cancel(self) -> None:
+            with self._lock:
+                daemon.request_stop()  # the second SIGTERM arrives here
+            super().cancel()
+
+    monkeypatch.setattr(lib.daemon, "CancelToken", SignalledWhileCancelling)
+    daemon.start()
+    clock.advance(60)
+    daemon.dispatch(daemon.tick(clock.now()))
+    assert runner.started.wait(5)
+    daemon.request_stop()
+    loop = threading.Thread(target=daemon.shutdown, name="loop", daemon=True)
+    loop.start()
+    loop.join(30)
+    assert not loop.is_alive(), "shutdown deadlocked on a stop request made while cancelling"
+    [run] = runs_of(app, "long")
+    assert run["outcome"] == "cancelled"
