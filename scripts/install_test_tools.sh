@@ -11,7 +11,7 @@
 # the tests that need a missing tool skip, naming it.
 #
 # Why runc: Debian's podman 4.3 defaults to crun, which fails on these machines;
-# the tests run podman with the runc runtime (../shared/NOTES.md, "Containers").
+# the tests run podman with the runc runtime (measured on Debian bookworm, podman 4.3).
 # Why catatonit: the docker runner starts containers with `run --init`, and
 # podman's init binary is catatonit (only a Recommends of the podman package).
 # Why faketime: libfaketime starts the real daemon at a chosen instant (a DST night)
