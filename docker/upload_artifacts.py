@@ -25,7 +25,16 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-ARTIFACTS = ("run_results.json", "manifest.json", "git_sha")
+# run_results.<i>.json and sources.<i>.json: each command's own results (run_commands.sh
+# keeps one per command), so a report covers every command of an ECS run too.
+ARTIFACTS = (
+    "run_results.json",
+    "run_results.*.json",
+    "sources.json",
+    "sources.*.json",
+    "manifest.json",
+    "git_sha",
+)
 PREFIX = "upload_artifacts:"
 USAGE = "usage: upload_artifacts.py DIR s3://bucket/prefix/"
 
@@ -58,7 +67,7 @@ def upload(
     for a bad URI.
     """
     bucket, prefix = parse_s3_uri(uri)
-    files = [directory / name for name in ARTIFACTS if (directory / name).is_file()]
+    files = [path for pattern in ARTIFACTS for path in sorted(directory.glob(pattern)) if path.is_file()]
     if not files:
         return []
     if client is None:

@@ -214,6 +214,8 @@ def test_the_sha_comes_from_the_runs_artifacts_first(ecs: Ecs, tmp_path: Path, m
     for name in ("run_results.json", "manifest.json"):
         (target / name).write_bytes((ARTIFACTS / "passing" / name).read_bytes())
     (target / "git_sha").write_text(GIT_SHA + "\n")
+    # The first command's own results, as run_commands.sh keeps them per command.
+    (target / "run_results.1.json").write_bytes((ARTIFACTS / "passing" / "run_results.json").read_bytes())
     uri = artifacts_uri(ecs.settings, "nightly", "r1")
     uploaded = upload(target, uri or "", aws_env(moto_endpoint))
     assert uploaded.returncode == 0, uploaded.stderr
@@ -228,6 +230,7 @@ def test_the_sha_comes_from_the_runs_artifacts_first(ecs: Ecs, tmp_path: Path, m
     assert outcome.status is RunStatus.SUCCEEDED, outcome.reason
     assert outcome.git_sha == GIT_SHA
     assert (first.ctx.run_dir / "git_sha").read_text().strip() == GIT_SHA  # kept with the run
+    assert (first.ctx.run_dir / "run_results.1.json").is_file()  # each command's results come too
 
     # Run 2: both say a SHA; the artifact wins (it does not depend on reading the log).
     # Run 3: no git_sha artifact: the marker in the log is used.

@@ -106,7 +106,8 @@ def test_only_what_exists_is_uploaded_and_nothing_is_not_an_error(
     done = upload(empty, f"s3://{bucket}/x/", aws_env(moto_endpoint))
     assert (done.returncode, done.stdout.strip()) == (
         0,
-        f"upload_artifacts: nothing to upload: no run_results.json, manifest.json or git_sha in {empty}",
+        "upload_artifacts: nothing to upload: no run_results.json, run_results.*.json, sources.json, "
+        f"sources.*.json, manifest.json or git_sha in {empty}",
     )
 
 
@@ -136,6 +137,28 @@ def test_bad_command_line_exits_2(tmp_path: Path, args: list[str], message: str)
     )
     assert done.returncode == 2
     assert message in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_each_commands_results_and_freshness_are_uploaded(
+    tmp_path: Path, moto_endpoint: str, s3: Any, bucket: str
+) -> None:
+    """What run_commands.sh keeps per command, so an ECS run's report covers every command."""
+    target = write_artifacts(tmp_path / "target")
+    for name in ("run_results.1.json", "run_results.2.json", "sources.1.json", "sources.json"):
+        (target / name).write_text(json.dumps(RUN_RESULTS))
+    for run in ("r4", "r5"):
+        done = upload(target, f"s3://{bucket}/runs/nightly/{run}/", aws_env(moto_endpoint))
+        assert done.returncode == 0, done.stderr
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"runs/nightly/{run}/")["Contents"]
+        assert sorted(o["Key"].rsplit("/", 1)[1] for o in listed) == [
+            "manifest.json",
+            "run_results.1.json",
+            "run_results.2.json",
+            "run_results.json",
+            "sources.1.json",
+            "sources.json",
+        ]
+        assert stored(s3, bucket, f"runs/nightly/{run}/sources.1.json") == (RUN_RESULTS, "AES256")
 
 
 def test_the_git_sha_file_is_uploaded_with_the_artifacts(

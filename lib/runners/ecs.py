@@ -656,7 +656,12 @@ class EcsRunner:
         if uri is None:
             return None
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-        for name in ARTIFACT_FILES:
+        # Each command's own results by name (the job says how many there are): no
+        # s3:ListBucket needed, and a file of a command that never ran is simply absent.
+        per_command = [
+            f"{kind}.{i}.json" for i in range(1, len(job.commands) + 1) for kind in ("run_results", "sources")
+        ]
+        for name in (*ARTIFACT_FILES, "sources.json", *per_command):
             target = ctx.run_dir / name
             try:
                 body = self.clients.s3().get_object(Bucket=bucket, Key=prefix + name)["Body"].read()
