@@ -66,7 +66,7 @@ class Trigger(Protocol):
     """A job's cadence: the one seam between schedules and the daemon."""
 
     def next_after(self, moment: datetime) -> datetime:
-        """The first fire time strictly after `moment` (tz-aware in, tz-aware out)."""
+        """The first fire time strictly after `moment` (tz-aware in, UTC out)."""
         ...
 
     def describe(self) -> str:

@@ -771,19 +771,27 @@ class IntervalTrigger:
         Each slot is a wildcard time: none in the spring-forward gap, two (first pass, then
         second) in the repeated hour. Slots are at least an hour apart and a repeated span
         is at most an hour long, so walking them in wall order visits instants in order.
+        The walk starts at the slot at or before the wall time `whole` shows: no earlier
+        slot fires after `whole`, except in the repeated hour, whose second pass shows
+        earlier wall times, so there it starts from the hour's beginning (as cron does).
         """
-        zone, step = self._zone, self._period
-        day = (whole + zone.offset_at(whole)) // _DAY - 1  # a day early: offsets straddle midnight
+        zone, step, shift = self._zone, self._period, self._shift
+        local = whole + zone.offset_at(whole)
+        kind, _, offset1, change = zone.wall(local)
+        if kind == _REPEATED:
+            local = change + offset1
+        day, into_day = divmod(local, _DAY)
+        first = max(0, (into_day - shift) // step)
         while True:
             start = day * _DAY
-            for wall in range(start + self._shift, start + _DAY, step):
+            for wall in range(start + shift + first * step, start + _DAY, step):
                 kind, offset0, offset1, _ = zone.wall(wall)
                 if kind == _GAP:
                     continue
                 for offset in (offset0,) if kind == _NORMAL else (offset0, offset1):
                     if wall - offset > whole:
                         return wall - offset
-            day += 1
+            day, first = day + 1, 0
 
     def _next_on_calendar(self, whole: int, after: float) -> int:
         zone, period = self._zone, self._period

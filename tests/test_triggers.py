@@ -553,14 +553,24 @@ def test_six_hours_gap_across_the_change_is_one_hour_shorter_or_longer(
 @pytest.mark.parametrize(("zone", "after", "until"), DST_WINDOWS, ids=lambda value: str(value))
 @pytest.mark.parametrize(
     ("phrase", "cron"),
-    [("hour", "0 * * * *"), ("2 hours at :15", "15 */2 * * *"), ("5 hours", "0 */5 * * *")],
+    [
+        ("hour", "0 * * * *"),
+        ("hour at :30", "30 * * * *"),
+        ("2 hours at :15", "15 */2 * * *"),
+        ("3 hours at :45", "45 */3 * * *"),
+        ("5 hours", "0 */5 * * *"),
+    ],
 )
 def test_hour_intervals_fire_like_their_cron_wildcard_job(
     phrase: str, cron: str, zone: ZoneInfo, after: datetime, until: datetime
 ) -> None:
-    assert fire_times(parse_every(phrase, zone), after, until) == fire_times(
-        parse_cron(cron, zone), after, until
-    )
+    interval, reference = parse_every(phrase, zone), parse_cron(cron, zone)
+    assert fire_times(interval, after, until) == fire_times(reference, after, until)
+    # From any moment, not only from fire times: inside the repeated hour too.
+    moment = after
+    while moment < until:
+        assert interval.next_after(moment) == reference.next_after(moment), moment
+        moment += timedelta(minutes=4, seconds=7)
 
 
 def test_hours_not_dividing_the_day_restart_at_local_midnight() -> None:
