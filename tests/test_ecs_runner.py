@@ -307,8 +307,10 @@ def test_a_log_over_the_size_cap_keeps_its_head_and_tail_with_a_note(ecs: Ecs, t
         logged = log.splitlines()
         [note] = [line for line in logged if "run.log truncated" in line]
         assert note.startswith("[dbt-scheduler] run.log truncated: the log is larger than 4 KiB; ")
-        assert f"the last 200 of them follow. The whole log: {outcome.log_url}" in note
+        assert f"the last 200 lines follow. The whole log: {outcome.log_url}" in note
         head, tail = logged[1 : logged.index(note)], logged[logged.index(note) + 1 :]
+        omitted = int(note.split("; ")[1].split(" lines")[0])
+        assert len(head) + omitted + len(tail) == len(big)  # each line: kept, counted or shown
         assert head == big[: len(head)] and sum(len(line) + 1 for line in head) <= cap
         assert tail == [*big[-200:-1], "password=*****"]
         assert len(log.encode()) < cap + 200 * 20  # bounded: head + note + 200 short lines

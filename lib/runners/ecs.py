@@ -626,12 +626,14 @@ class EcsRunner:
                 failure = f"could not read {'the rest of ' if seen else ''}{where}: {code}: {message}"
             if dropped:
                 shown = [line for line, written in last if not written]
+                omitted = dropped - len(shown)
+                omitted_bytes = dropped_bytes - sum(len(line.encode("utf-8")) + 1 for line in shown)
                 self._emit(
                     ctx,
                     log,
                     f"[dbt-scheduler] run.log truncated: the log is larger than {_size(self.max_log_bytes)}; "
-                    f"{dropped} lines ({_size(dropped_bytes)}) are left out here, the last {len(shown)} "
-                    f"of them follow. The whole log: {self.log_url(task_arn)}",
+                    f"{omitted} lines ({_size(omitted_bytes)}) are left out here, the last {len(shown)} "
+                    f"lines follow. The whole log: {self.log_url(task_arn)}",
                 )
                 for line in shown:
                     self._emit(ctx, log, line)
