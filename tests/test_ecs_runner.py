@@ -611,3 +611,21 @@ def _stopped(
 )
 def test_classify_task(task: dict[str, Any], status: RunStatus, reason: str) -> None:
     assert classify_task(task, "dbt", nodes=None, log_tail=[], job_name="nightly")[:2] == (status, reason)
+
+
+def test_colour_codes_in_the_task_log_never_reach_run_log(ecs: Ecs, tmp_path: Path) -> None:
+    """A job that forces dbt's colours (--use-colors) on ECS: run.log is plain text."""
+
+    def ends_with_colours(arn: str) -> None:
+        ecs.finish(arn, exit_code=0)
+        ecs.write_log(
+            arn, ["\x1b[32mOK created sql view model main.stg_orders\x1b[0m", "\x1b[1mDone.\x1b[0m"]
+        )
+
+    runner = ecs.runner()
+    for n in (1, 2):
+        run = make_ctx(tmp_path / f"run{n}", ends_with_colours, run_id=f"c{n}")
+        outcome = runner.run(run.ctx)
+        log = (run.ctx.run_dir / "run.log").read_text()
+        assert "\x1b[" not in log, log
+        assert "OK created sql view model main.stg_orders" in log and outcome.status is RunStatus.SUCCEEDED

@@ -34,7 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from lib.aws.clients import AwsClients
 from lib.aws.logs import console_link, stream_lines, stream_name, task_id
-from lib.dbt_results import load_node_results, summarize
+from lib.dbt_results import load_node_results, strip_ansi, summarize
 from lib.durations import format_duration
 from lib.errors import RunDetached
 from lib.markers import parse_marker
@@ -609,7 +609,9 @@ class EcsRunner:
         with open(ctx.run_dir / "run.log", "a", encoding="utf-8") as log:
             try:
                 for raw in stream_lines(self.clients.logs(), s.log_group, stream):
-                    line = ctx.masker(raw)
+                    # Colour codes out first (a job may force --use-colors), as the local
+                    # runner's OutputWatcher does, then the masker.
+                    line = ctx.masker(strip_ansi(raw))
                     seen += 1
                     copied.see(line)
                     size = len(line.encode("utf-8")) + 1
