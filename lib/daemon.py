@@ -293,13 +293,14 @@ class Daemon:
         """Apply `retention:` (lib/retention.py) at start, then once a day.
 
         It runs on one of the pool's workers, like a run, so the loop does not wait
-        for it (the first prune of a big state_dir takes seconds). It never raises.
+        for it (the first prune of a year of 5-minute runs took minutes here), and it
+        stops when the daemon does (the rest goes next time). It never raises.
         """
         if self._housekept_at is not None and now - self._housekept_at < self.HOUSEKEEPING_EVERY:
             return
         self._housekept_at = now
         assert self._executor is not None
-        self._executor.submit(prune_and_log, self.config, self.history, now)
+        self._executor.submit(prune_and_log, self.config, self.history, now, lambda: self._stop_requested)
 
     def reload(self) -> bool:
         """Re-read jobs.yaml; on any error keep the last good config. True when the new one is in force."""

@@ -31,7 +31,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -85,6 +85,7 @@ class JobPrune:
 class PruneReport:
     dry_run: bool
     jobs: list[JobPrune] = field(default_factory=list)
+    stopped: bool = False  # `stop` said so before everything was done
 
     def total(self) -> JobPrune:
         total = JobPrune("all jobs")
@@ -101,6 +102,7 @@ class PruneReport:
         return (
             f"retention: {verb} {total.run_dirs} run folder(s), {total.work_dirs} work/ folder(s) "
             f"and {total.history_rows} history row(s), {_megabytes(total.bytes)}"
+            + (" (stopped before the end: the rest goes next time)" if self.stopped else "")
         )
 
 
@@ -152,24 +154,40 @@ def plan_folders(
     return FolderPlan(whole=tuple(whole), work_only=tuple(work_only))
 
 
-def prune_state(config: Config, history: History, now: datetime, dry_run: bool = False) -> PruneReport:
-    """Apply every job's retention to `config.state_dir` and history; see the module docstring."""
+def prune_state(
+    config: Config,
+    history: History,
+    now: datetime,
+    dry_run: bool = False,
+    stop: Callable[[], bool] = lambda: False,
+) -> PruneReport:
+    """Apply every job's retention to `config.state_dir` and history; see the module docstring.
+
+    `stop` is asked before each deletion: the first prune of a state_dir that never had
+    retention deletes a year of folders (minutes on a slow disk), and a daemon asked to
+    stop must not wait for it. What is left goes at the next prune.
+    """
     report = PruneReport(dry_run=dry_run)
     runs_root = config.state_dir / "runs"
     on_disk = _subdirs(runs_root)
     for job in sorted(set(on_disk) | set(history.jobs()) | set(config.jobs)):
         known = config.jobs.get(job)
         policy = known.retention if known is not None else config.retention
-        result = _prune_job(job, runs_root / job, policy, history, now, dry_run)
+        result = _prune_job(job, runs_root / job, policy, history, now, dry_run, stop)
         if not result.empty:
             report.jobs.append(result)
+        if stop():
+            report.stopped = True
+            break
     return report
 
 
-def prune_and_log(config: Config, history: History, now: datetime) -> PruneReport | None:
+def prune_and_log(
+    config: Config, history: History, now: datetime, stop: Callable[[], bool] = lambda: False
+) -> PruneReport | None:
     """prune_state for the daemon: logs what went, and logs (never raises) what failed."""
     try:
-        report = prune_state(config, history, now)
+        report = prune_state(config, history, now, stop=stop)
     except Exception:  # housekeeping must never take the daemon down
         log.exception("retention: pruning %s failed; the next attempt is in a day", config.state_dir)
         return None
@@ -179,7 +197,13 @@ def prune_and_log(config: Config, history: History, now: datetime) -> PruneRepor
 
 
 def _prune_job(
-    job: str, job_dir: Path, policy: Retention, history: History, now: datetime, dry_run: bool
+    job: str,
+    job_dir: Path,
+    policy: Retention,
+    history: History,
+    now: datetime,
+    dry_run: bool,
+    stop: Callable[[], bool],
 ) -> JobPrune:
     result = JobPrune(job)
     outcomes = history.outcomes(job)
@@ -194,12 +218,16 @@ def _prune_job(
         has_work = outcome not in _NO_WORK and os.path.isdir(os.path.join(job_dir, name, WORK))
         folders.append(RunFolder(name, requested_at, has_work))
     plan = plan_folders(folders, outcomes, keep, policy, now)
-    for run_id in plan.whole:
-        result.bytes += _remove(job_dir / run_id, dry_run)
-        result.run_dirs += 1
-    for run_id in plan.work_only:
-        result.bytes += _remove(job_dir / run_id / WORK, dry_run)
-        result.work_dirs += 1
+    deletions = [(job_dir / run_id, True) for run_id in plan.whole]
+    deletions += [(job_dir / run_id / WORK, False) for run_id in plan.work_only]
+    for path, whole in deletions:
+        if stop():
+            return result  # the rest, this job's history rows included, goes next time
+        result.bytes += _remove(path, dry_run)
+        if whole:
+            result.run_dirs += 1
+        else:
+            result.work_dirs += 1
     if policy.keep_days is not None:
         result.history_rows = history.prune(job, now - timedelta(days=policy.keep_days), dry_run=dry_run)
     return result

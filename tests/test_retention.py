@@ -175,6 +175,50 @@ def test_prune_state_on_real_folders(make_config: Callable[..., Config], tmp_pat
     assert prune_state(config, history, now).jobs == []
 
 
+def test_prune_stops_when_asked_and_finishes_next_time(make_config: Callable[..., Config]) -> None:
+    config = make_config({"a": {"every": "1 day"}}, retention={"keep_days": 7})
+    history = History(config.state_dir / "history.db")
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    old = [
+        make_run(config.state_dir, history, "a", now - timedelta(days=30 + d), RunStatus.SUCCEEDED)
+        for d in range(6)
+    ]
+    asked = []
+
+    def stop_after_two() -> bool:
+        asked.append(1)
+        return len(asked) > 2
+
+    report = prune_state(config, history, now, stop=stop_after_two)
+    assert report.stopped and report.total().run_dirs == 2 and "stopped before the end" in report.summary()
+    assert sum(path.exists() for path in old) == 4
+    assert len(history.runs("a", limit=None)) == 6  # its rows wait for the next prune too
+    report = prune_state(config, history, now)
+    assert not report.stopped and report.total().run_dirs == 3 and report.total().history_rows == 5
+    assert not any(path.exists() for path in old[1:])  # old[0], the newest row, is kept
+
+
+def test_the_daemon_prunes_at_start_and_its_prune_stops_with_it(
+    make_config: Callable[..., Config],
+    make_app: Callable[..., App],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[datetime, Callable[[], bool]]] = []
+    monkeypatch.setattr(
+        lib.daemon, "prune_and_log", lambda config, history, now, stop: calls.append((now, stop))
+    )
+    app = make_app(make_config({"a": {"every": "1 hour"}}))
+    daemon = Daemon(app.config, app.service, app.clock, executor_factory=lambda n: InlineExecutor())
+    daemon.start()
+    try:
+        [(when, stop)] = calls
+        assert when == START and stop() is False
+        daemon.request_stop()
+        assert stop() is True
+    finally:
+        daemon.shutdown()
+
+
 # --------------------------------------------------------------------------- a year of the daemon
 
 
@@ -207,9 +251,9 @@ def test_a_simulated_year_of_the_daemon_keeps_a_month(
     prunes: list[datetime] = []
     real_prune = lib.daemon.prune_and_log
 
-    def counting_prune(config: Config, history: History, now: datetime) -> Any:
+    def counting_prune(config: Config, history: History, now: datetime, stop: Callable[[], bool]) -> Any:
         prunes.append(now)
-        return real_prune(config, history, now)
+        return real_prune(config, history, now, stop)
 
     monkeypatch.setattr(lib.daemon, "prune_and_log", counting_prune)
     app = make_app(config, FakeRunner(outcome))
