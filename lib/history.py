@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -134,7 +135,7 @@ class History:
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
-        conn.execute("PRAGMA journal_mode=WAL")
+        _use_wal(conn)
         # BEGIN IMMEDIATE takes the write lock before reading the version, so two
         # processes opening a new history.db at once cannot both create the tables.
         conn.isolation_level = None
@@ -363,3 +364,21 @@ def _row_to_dict(row: sqlite3.Row) -> dict[str, Any]:
     data["commands"] = json.loads(row["commands"]) if row["commands"] else None
     data["run_dir"] = row["run_dir"]
     return data
+
+
+def _use_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
+    """Put the database in WAL mode (it stays so: a file already in WAL is left alone).
+
+    Switching needs an exclusive lock, and SQLite answers "database is locked" at once
+    instead of using the busy timeout when several connections open a new history.db
+    together (seen with four threads): retry for up to ~5 s.
+    """
+    for attempt in range(attempts):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
