@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -160,10 +161,18 @@ def test_split_words_agrees_with_the_script_on_generated_lines() -> None:
 
 
 def run_script(commands: str, tmp_path: Path) -> tuple[int, str]:
-    """The real script's verdict on DBT_COMMANDS: exit 10 refused, 127 accepted (no dbt here)."""
+    """The real script's verdict on DBT_COMMANDS: exit 10 refused, 127 accepted.
+
+    PATH holds only what the script uses before it looks for dbt (dirname), so no dbt is
+    found even on a machine that has one installed.
+    """
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    if not (bin_dir / "dirname").exists():
+        (bin_dir / "dirname").symlink_to(shutil.which("dirname") or "/usr/bin/dirname")
     done = subprocess.run(
-        ["bash", str(SCRIPT)],
-        env={"PATH": "/usr/bin:/bin", "DBT_COMMANDS": commands, "LC_ALL": "C.UTF-8"},
+        [shutil.which("bash") or "/bin/bash", str(SCRIPT)],
+        env={"PATH": str(bin_dir), "DBT_COMMANDS": commands, "LC_ALL": "C.UTF-8"},
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -198,6 +207,7 @@ def test_parse_commands_agrees_with_the_whole_script(commands: str, tmp_path: Pa
         assert code == 10, f"the script ran {commands!r}, Python refused it: {exc}"
         return
     assert code == 127, f"the script refused {commands!r}, Python accepted it:\n{output}"
+    assert "dbt is not on PATH" in output  # it got past load_commands, to the dbt check
 
 
 def test_check_command_returns_the_line_the_script_runs() -> None:
