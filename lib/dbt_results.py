@@ -110,6 +110,15 @@ def _seconds(value: object) -> float:
     return float(value)
 
 
+def _result_entries(document: object) -> list[Mapping[str, Any]]:
+    """The well-formed entries of an artifact's `results` (each a mapping with a string
+    `unique_id`); [] when the document or its list is malformed."""
+    raw_results = document.get("results") if isinstance(document, Mapping) else None
+    if not isinstance(raw_results, list):
+        return []
+    return [r for r in raw_results if isinstance(r, Mapping) and isinstance(r.get("unique_id"), str)]
+
+
 def parse_run_results(
     run_results: Mapping[str, Any],
     manifest: Mapping[str, Any] | None = None,
@@ -138,13 +147,8 @@ def parse_run_results(
     Without a manifest (or parent_map) `skipped_because` stays empty. Every node gets
     `command` (which of the job's commands wrote the file; None when unknown).
     """
-    raw_results = run_results.get("results") if isinstance(run_results, Mapping) else None
-    if not isinstance(raw_results, list):
-        return ()
     nodes: list[NodeResult] = []
-    for raw in raw_results:
-        if not isinstance(raw, Mapping) or not isinstance(raw.get("unique_id"), str):
-            continue
+    for raw in _result_entries(run_results):
         unique_id = raw["unique_id"]
         raw_status = raw.get("status")
         status = normalize_status(raw_status)
@@ -283,13 +287,8 @@ def parse_sources(
     error_after) and a message saying the same, so a stale source can be fixed from
     the report. Malformed entries are ignored, as in `parse_run_results`.
     """
-    raw_results = sources.get("results") if isinstance(sources, Mapping) else None
-    if not isinstance(raw_results, list):
-        return ()
     nodes: list[NodeResult] = []
-    for raw in raw_results:
-        if not isinstance(raw, Mapping) or not isinstance(raw.get("unique_id"), str):
-            continue
+    for raw in _result_entries(sources):
         unique_id = raw["unique_id"]
         status = normalize_status(raw.get("status"))
         error = raw.get("error")
