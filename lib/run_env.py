@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from lib.command_grammar import split_words
 from lib.models import Job, RunRequest
 
 # dbt subcommands that take --select; `dbt deps`, `debug`, `clean` and friends do not.
@@ -61,11 +62,16 @@ def effective_commands(job: Job, select: str | None) -> tuple[str, ...]:
         return job.commands
     out = []
     for command in job.commands:
-        words = shlex.split(command)
+        # The words as run_commands.sh splits them (validate checked the line with the same
+        # grammar), not shlex's: shlex keeps a trailing `# comment` as words, and the
+        # `--select` appended after it would be commented out when the script runs it.
+        words = split_words(command)
         if len(words) > 1 and words[1] in SELECTABLE:
             kept = _without_selection(words)
-            # Untouched text stays as written; a rewritten one is quoted for run_commands.sh.
-            base = command if len(kept) == len(words) else shlex.join(kept)
+            # A line whose words all stay (and that has no comment to drop) is kept as
+            # written; any other is rebuilt, shlex's quoting being one the grammar reads.
+            untouched = kept == words and shlex.join(words) == command.strip()
+            base = command.strip() if untouched else shlex.join(kept)
             command = f"{base} --select {shlex.quote(select)}"
         out.append(command)
     return tuple(out)

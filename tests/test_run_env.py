@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from lib.command_grammar import split_words
 from lib.models import Job, RunRequest, TriggerKind
 from lib.run_env import container_variables, effective_commands, scheduler_variables
 from lib.triggers import parse_every
@@ -40,6 +41,18 @@ def job(*commands: str, **kw: object) -> Job:
 )
 def test_select_replaces_the_selection_of_every_command_that_takes_one(command: str, expected: str) -> None:
     assert effective_commands(job(command), "tag:x") == (expected,)
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["dbt build # the nightly build", "dbt build -s a  # only a", 'dbt build --vars "{a: 1}"  #x'],
+)
+def test_select_is_not_swallowed_by_a_trailing_comment(command: str) -> None:
+    """The script ends a line at a word starting with `#`: `--select` must come before it."""
+    (rewritten,) = effective_commands(job(command), "tag:x")
+    words = split_words(rewritten)
+    assert words[-2:] == ["--select", "tag:x"]
+    assert "-s" not in words and not any(word.startswith("#") for word in words)
 
 
 def test_select_with_spaces_is_one_quoted_value_and_empty_changes_nothing() -> None:
