@@ -1,7 +1,7 @@
 """A real moto server over HTTP on 127.0.0.1, shared by the AWS tests.
 
 In-process (ThreadedMotoServer) so tests can reach into moto's backend for what the
-API cannot do, e.g. set a container's exit code (see ../shared/NOTES.md).
+API cannot do, e.g. set a container's exit code (see CONTRIBUTING.md, "Behaviour of the tools": moto).
 """
 
 from __future__ import annotations

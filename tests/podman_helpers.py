@@ -3,7 +3,7 @@
 No registry is reachable, so the test image is built `FROM scratch` around a static
 binary (tests/data/fake_entrypoint.c, `gcc -static`). Debian's podman 4.3 needs two
 workarounds on these machines, given through a containers.conf in CONTAINERS_CONF
-(../shared/NOTES.md, "Containers"): the runc runtime (crun fails) and explicit
+(CONTRIBUTING.md, "Behaviour of the tools": Containers): the runc runtime (crun fails) and explicit
 default ulimits (setting the inherited rlimits fails with "operation not
 permitted"). `run --init` needs catatonit. scripts/install_podman.sh installs all
 three; without them the tests skip and say so.

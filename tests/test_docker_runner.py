@@ -74,7 +74,7 @@ def docker_cli(
     """(test image tag, the docker CLI's environment) with podman's docker API behind the CLI.
 
     docker is the runner's default engine; here nothing but podman can stand behind it
-    (../shared/NOTES.md: the docker CLI answers, no Docker engine).
+    (CONTRIBUTING.md, "Behaviour of the tools": the docker CLI answers, no Docker engine).
     """
     if shutil.which("docker") is None:
         pytest.skip("the docker CLI is not installed")

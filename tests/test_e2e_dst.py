@@ -9,10 +9,10 @@ times the test jumps over without stopping would be recorded as missed, so "exac
 these rows, none skipped" also proves nothing else was due in between.
 
 The monotonic clock is not faked (FAKETIME_DONT_FAKE_MONOTONIC=1): the daemon's timed
-waits run on it and would hang otherwise (NOTES.md). TZ=UTC keeps the host zone out of
-it: the jobs' zone comes from jobs.yaml. The jobs run `dbt --help` through the local
-runner and docker/run_commands.sh: the cheapest real dbt there is (~2-3 s, Python imports),
-and, unlike `dbt --version`, it does not ask PyPI for the latest release.
+waits run on it and would hang otherwise (CONTRIBUTING.md, "Behaviour of the tools").
+TZ=UTC keeps the host zone out of it: the jobs' zone comes from jobs.yaml. The jobs run
+`dbt --help` through the local runner and docker/run_commands.sh: the cheapest real dbt
+there is (~2-3 s, Python imports), and, unlike `dbt --version`, it does not ask PyPI for the latest release.
 """
 
 from __future__ import annotations

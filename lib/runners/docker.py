@@ -72,7 +72,7 @@ class DockerRunner:
     """Runs a job in a local container; the timeout and cancel stop it (`<engine> stop`).
 
     The container is never started with `--rm`: through the docker CLI to a podman
-    service, `--rm` loses the exit code (../shared/NOTES.md, "Containers"). It is
+    service, `--rm` loses the exit code (CONTRIBUTING.md, "Behaviour of the tools": Containers). It is
     removed with `<engine> rm -f` once the run is over, whatever happened.
     """
 
