@@ -692,6 +692,18 @@ def test_no_dockerfile_is_a_failed_image_step(
     assert "docker/Dockerfile not found" in results[0].detail
 
 
+def test_an_installed_package_has_no_source_tree_and_the_image_step_says_where_to_build(
+    settings: AwsSettings, aws_clients: AwsClients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed with pip there is no docker/Dockerfile beside lib/ (lib/shipped.py)."""
+    import lib.shipped
+
+    monkeypatch.setattr(lib.shipped, "SOURCE_TREE", Path("/nonexistent"))
+    results = run_steps(settings, aws_clients, only="image")
+    assert statuses(results) == {"image": "failed"}
+    assert "installed package" in results[0].detail and "from a clone" in results[0].detail
+
+
 # --------------------------------------------------------------------------- profiles
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from lib.aws.clients import AwsClients
 from lib.errors import ConfigError
 from lib.models import AwsSettings
+from lib.shipped import source_tree
 
 # The engine seam: argv plus optional stdin text in, a finished process out.
 EngineRunner = Callable[[list[str], str | None], subprocess.CompletedProcess[str]]
@@ -71,7 +72,8 @@ class StepContext:
     dry_run: bool = False
     force: bool = False
     engine_runner: EngineRunner | None = None
-    repo_root: Path = field(default_factory=lambda: Path(__file__).resolve().parents[2])
+    # None when dbt-scheduler runs from an installed package: no Dockerfile to build.
+    repo_root: Path | None = field(default_factory=source_tree)
     say: Say = lambda _text: None
     _account: str | None = None
 

@@ -77,14 +77,20 @@ def ensure_image(ctx: StepContext) -> StepResult:
     settings = ctx.settings
     plan = Plan(NAME, ctx.dry_run)
     engine = settings.engine
-    dockerfile = ctx.repo_root / DOCKERFILE
+    repo_root = ctx.repo_root
+    if repo_root is None:
+        return plan.fail(
+            "this dbt-scheduler is an installed package, without docker/Dockerfile: build the image "
+            "from a clone of the repository (`python scheduler.py bootstrap --only image` there)"
+        )
+    dockerfile = repo_root / DOCKERFILE
     if not dockerfile.is_file():
         return plan.fail(f"{dockerfile} not found: the image is built from docker/Dockerfile")
     try:
-        sha = git_short_sha(ctx.repo_root)
+        sha = git_short_sha(repo_root)
     except ValueError as exc:
         return plan.fail(str(exc))
-    if _dirty(ctx.repo_root):
+    if _dirty(repo_root):
         plan.warn(f"the checkout has uncommitted changes: the image tagged {sha} includes them")
 
     ecr = ctx.clients.ecr()
@@ -135,7 +141,7 @@ def ensure_image(ctx: StepContext) -> StepResult:
                 f"{uri}:{sha}",
                 "-t",
                 f"{uri}:latest",
-                str(ctx.repo_root),
+                str(repo_root),
             ],
             None,
         ),

@@ -18,9 +18,9 @@ from lib.durations import format_duration
 from lib.models import RunOutcome, RunStatus
 from lib.run_env import EnvFileError, job_environment, scheduler_variables
 from lib.runners.base import RunContext, classify_exit, follow_process
+from lib.shipped import run_commands_script
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-RUN_COMMANDS = REPO_ROOT / "docker" / "run_commands.sh"
+RUN_COMMANDS = run_commands_script()
 # How long each polite signal gets before the next, harsher one when stopping a run.
 # SIGINT first, to run_commands.sh alone: it passes SIGINT on to dbt, which treats it
 # as Ctrl-C and cancels the queries it has open in the warehouse, and sends SIGTERM
