@@ -78,8 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bootstrap.add_argument(
         "--ops-policy",
-        action="store_true",
-        help="print the IAM policy the ops box needs for bootstrap and ECS jobs, then exit",
+        nargs="?",
+        const="both",
+        choices=("runtime", "bootstrap", "both"),
+        help="print the IAM policies: `runtime` for the ops box (running ECS jobs), `bootstrap` for "
+        "whoever provisions; both (default) with a heading each; then exit",
     )
     logs = sub.add_parser("logs", help="print a run's log (the latest run by default)")
     logs.add_argument("job")
@@ -402,9 +405,15 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     if config.aws is None:
         raise SchedulerError(f"{_config_path(args)}: bootstrap needs an `aws:` section (see README)")
     if args.ops_policy:
-        from lib.bootstrap import ops_box_policy_json
+        from lib.bootstrap import policy_json
 
-        print(ops_box_policy_json(config.aws))
+        if args.ops_policy != "both":  # one JSON document, to pipe into `aws iam create-policy`
+            print(policy_json(args.ops_policy, config.aws))
+            return EXIT_OK
+        print("# runtime: attach to the ops box (the daemon running ECS jobs), and nothing else")
+        print(policy_json("runtime", config.aws))
+        print("\n# bootstrap: for an administrator or a CI role running `scheduler.py bootstrap`")
+        print(policy_json("bootstrap", config.aws))
         return EXIT_OK
     from lib.aws.clients import AwsClients
     from lib.bootstrap.command import run_bootstrap

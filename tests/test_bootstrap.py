@@ -22,11 +22,16 @@ from botocore.stub import Stubber
 from rich.console import Console
 
 from lib.aws.clients import AwsClients
-from lib.bootstrap import StepResult, StepStatus, ops_box_policy
+from lib.bootstrap import StepResult, StepStatus, bootstrap_policy, runtime_policy
 from lib.bootstrap.base import EXECUTION_MANAGED_POLICY, OPERATION_ACTIONS, describe_error
 from lib.bootstrap.command import STEP_NAMES, run_bootstrap, run_steps
 from lib.bootstrap.env_file import check_env_file
-from lib.bootstrap.policies import EXECUTION_POLICY_NAME, TASK_POLICY_NAME, same_policy
+from lib.bootstrap.policies import (
+    EXECUTION_POLICY_NAME,
+    RUNTIME_OPERATION_ACTIONS,
+    TASK_POLICY_NAME,
+    same_policy,
+)
 from lib.bootstrap.task_definition import normalise_task_definition
 from lib.config import Config
 from lib.models import AwsSettings
@@ -826,7 +831,7 @@ def test_access_denied_is_one_line_naming_the_permission_and_dependents_are_skip
     failure = [line for line in text.splitlines() if line.startswith("iam: ")]
     assert failure == [
         f"iam: AccessDenied: {DENIED.format(role=settings.execution_role)} "
-        "(the ops box needs iam:CreateRole: see the ops-box policy)"
+        "(bootstrap needs iam:CreateRole: see `bootstrap --ops-policy bootstrap`)"
     ]
     table = rows(text)
     assert table["log-group"][0] == "created"
@@ -837,30 +842,191 @@ def test_a_bug_in_a_step_is_reported_not_raised() -> None:
     assert describe_error(KeyError("x")).startswith("internal error KeyError")
 
 
-# --------------------------------------------------------------------------- ops-box policy
+# --------------------------------------------------------------------------- identity policies
 
 
-def test_ops_box_policy_grants_every_call_bootstrap_makes_and_iam_accepts_it(
-    settings: AwsSettings, aws_clients: AwsClients
-) -> None:
-    policy = ops_box_policy(settings, account=ACCOUNT)
-    granted = {
+README_SETTINGS = AwsSettings(region="eu-west-1", bucket="my-dbt-bucket")  # the README's example
+ANY = "arn:aws:{service}:eu-west-1:*:{resource}"
+ROLES = ["arn:aws:iam::*:role/dbt-scheduler-execution", "arn:aws:iam::*:role/dbt-scheduler-task"]
+PASS_ROLES = {
+    "Sid": "PassTaskRoles",
+    "Effect": "Allow",
+    "Action": "iam:PassRole",
+    "Resource": ROLES,
+    "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+}
+
+
+def actions(policy: dict[str, Any]) -> set[str]:
+    return {
         a
         for s in policy["Statement"]
         for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
     }
-    assert set(OPERATION_ACTIONS.values()) <= granted
-    runner_actions = {"ecs:RunTask", "ecs:DescribeTasks", "ecs:StopTask", "iam:PassRole", "logs:GetLogEvents"}
-    assert runner_actions <= granted
-    assert same_policy(policy, json.loads(json.dumps(policy)))
-    pass_role = next(s for s in policy["Statement"] if s["Action"] == "iam:PassRole")
-    assert pass_role["Resource"] == [
-        f"arn:aws:iam::{ACCOUNT}:role/{settings.execution_role}",
-        f"arn:aws:iam::{ACCOUNT}:role/{settings.task_role}",
+
+
+def test_the_runtime_policy_is_exactly_what_running_ecs_jobs_needs() -> None:
+    """The ops box's policy: run, watch and stop the family's tasks on the one cluster, pass
+    the two roles to ECS, read the task logs and the artifacts — nothing that provisions."""
+    cluster = ANY.format(service="ecs", resource="cluster/dbt")
+    assert runtime_policy(README_SETTINGS) == {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "RunDbtTasks",
+                "Effect": "Allow",
+                "Action": "ecs:RunTask",
+                "Resource": ANY.format(service="ecs", resource="task-definition/dbt-scheduler:*"),
+                "Condition": {"ArnEquals": {"ecs:cluster": cluster}},
+            },
+            {
+                "Sid": "WatchDbtTasks",
+                "Effect": "Allow",
+                "Action": ["ecs:DescribeTasks", "ecs:StopTask"],
+                "Resource": ANY.format(service="ecs", resource="task/dbt/*"),
+            },
+            PASS_ROLES,
+            {
+                "Sid": "ReadTaskLogs",
+                "Effect": "Allow",
+                "Action": "logs:GetLogEvents",
+                "Resource": ANY.format(service="logs", resource="log-group:/ecs/dbt-scheduler:*"),
+            },
+            {
+                "Sid": "ReadRunArtifacts",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": "arn:aws:s3:::my-dbt-bucket/dbt-scheduler/artifacts/*",
+            },
+        ],
+    }
+    granted = actions(runtime_policy(README_SETTINGS))
+    assert granted == set(RUNTIME_OPERATION_ACTIONS.values()) | {"iam:PassRole"}
+    assert not {a for a in granted if a.startswith(("iam:Put", "iam:Create", "iam:Attach", "ecr:"))}
+    assert "ecs:RegisterTaskDefinition" not in granted
+
+
+def test_the_bootstrap_policy_is_exactly_what_provisioning_needs() -> None:
+    repository = ANY.format(service="ecr", resource="repository/dbt-scheduler")
+    log_group = ANY.format(service="logs", resource="log-group:/ecs/dbt-scheduler")
+    push = [
+        "ecr:BatchCheckLayerAvailability",
+        "ecr:InitiateLayerUpload",
+        "ecr:UploadLayerPart",
+        "ecr:CompleteLayerUpload",
+        "ecr:PutImage",
+        "ecr:BatchGetImage",
+        "ecr:GetDownloadUrlForLayer",
     ]
-    # IAM's own validation (moto checks the grammar of a policy document).
-    name = f"ops-{settings.task_family}"
-    aws_clients.iam().create_policy(PolicyName=name, PolicyDocument=json.dumps(ops_box_policy(settings)))
+    assert bootstrap_policy(README_SETTINGS) == {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "CheckCluster",
+                "Effect": "Allow",
+                "Action": "ecs:DescribeClusters",
+                "Resource": ANY.format(service="ecs", resource="cluster/dbt"),
+            },
+            {
+                "Sid": "TaskDefinitions",
+                "Effect": "Allow",
+                "Action": [
+                    "ecs:RegisterTaskDefinition",
+                    "ecs:DescribeTaskDefinition",
+                    "ecs:ListTaskDefinitions",
+                ],
+                "Resource": "*",
+            },
+            PASS_ROLES,
+            {
+                "Sid": "ManageTaskRoles",
+                "Effect": "Allow",
+                "Action": [
+                    "iam:GetRole",
+                    "iam:CreateRole",
+                    "iam:UpdateAssumeRolePolicy",
+                    "iam:ListAttachedRolePolicies",
+                    "iam:GetRolePolicy",
+                    "iam:PutRolePolicy",
+                ],
+                "Resource": ROLES,
+            },
+            {
+                "Sid": "AttachExecutionPolicy",
+                "Effect": "Allow",
+                "Action": "iam:AttachRolePolicy",
+                "Resource": ROLES[0],
+                "Condition": {"ArnEquals": {"iam:PolicyARN": EXECUTION_MANAGED_POLICY}},
+            },
+            {
+                "Sid": "EnvFileBucket",
+                "Effect": "Allow",
+                "Action": [
+                    "s3:CreateBucket",
+                    "s3:ListBucket",
+                    "s3:GetBucketLocation",
+                    "s3:GetBucketPublicAccessBlock",
+                    "s3:PutBucketPublicAccessBlock",
+                    "s3:GetEncryptionConfiguration",
+                    "s3:PutEncryptionConfiguration",
+                ],
+                "Resource": "arn:aws:s3:::my-dbt-bucket",
+            },
+            {
+                "Sid": "EnvFileObject",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject"],
+                "Resource": "arn:aws:s3:::my-dbt-bucket/dbt-scheduler/dbt.env",
+            },
+            {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+            {
+                "Sid": "EcrRepository",
+                "Effect": "Allow",
+                "Action": [
+                    "ecr:CreateRepository",
+                    "ecr:DescribeRepositories",
+                    "ecr:DescribeImages",
+                    "ecr:PutImageScanningConfiguration",
+                    *push,
+                ],
+                "Resource": repository,
+            },
+            {
+                "Sid": "FindLogGroups",
+                "Effect": "Allow",
+                "Action": "logs:DescribeLogGroups",
+                "Resource": ANY.format(service="logs", resource="log-group:*"),
+            },
+            {
+                "Sid": "LogGroup",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogGroup", "logs:PutRetentionPolicy", "logs:DeleteRetentionPolicy"],
+                "Resource": [log_group, f"{log_group}:*"],
+            },
+        ],
+    }
+    # Every call a bootstrap step makes (the map describe_error names denied calls with).
+    assert set(OPERATION_ACTIONS.values()) <= actions(bootstrap_policy(README_SETTINGS))
+
+
+def test_the_readme_shows_the_runtime_policy_the_code_prints() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    after = readme.split("the runtime policy is:", 1)[1]
+    block = after.split("```json\n", 1)[1].split("```", 1)[0]
+    assert json.loads(block) == runtime_policy(README_SETTINGS)
+
+
+def test_both_policies_are_accepted_by_iam_and_narrow_to_an_account(
+    settings: AwsSettings, aws_clients: AwsClients
+) -> None:
+    for which, document in (("runtime", runtime_policy), ("bootstrap", bootstrap_policy)):
+        policy = document(settings, account=ACCOUNT)
+        assert "*:role/" not in json.dumps(policy) and f"::{ACCOUNT}:role/" in json.dumps(policy)
+        assert same_policy(policy, json.loads(json.dumps(policy)))
+        # IAM's own validation (moto checks the grammar of a policy document).
+        aws_clients.iam().create_policy(
+            PolicyName=f"{which}-{settings.task_family}", PolicyDocument=json.dumps(document(settings))
+        )
 
 
 def test_step_status_values() -> None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from lib.aws.clients import AwsClients
+from lib.bootstrap import bootstrap_policy, runtime_policy
 from lib.models import AwsSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,14 +58,22 @@ def test_dry_run_prints_the_plan_and_writes_nothing(
     assert aws_settings.bucket not in buckets
 
 
-def test_ops_policy_is_valid_json_naming_the_roles(tmp_path: Path, aws_settings: AwsSettings) -> None:
-    done = cli(write_config(tmp_path, aws_settings), "--ops-policy")
-    assert done.returncode == 0, done.stderr
-    policy = json.loads(done.stdout)
-    text = json.dumps(policy)
-    assert policy["Version"] == "2012-10-17"
-    assert f"role/{aws_settings.execution_role}" in text and "iam:PassRole" in text
-    assert "ecs:RunTask" in text
+def test_ops_policy_prints_the_runtime_and_the_bootstrap_policy(
+    tmp_path: Path, aws_settings: AwsSettings
+) -> None:
+    config = write_config(tmp_path, aws_settings)
+    runtime = cli(config, "--ops-policy", "runtime")
+    assert runtime.returncode == 0, runtime.stderr
+    assert json.loads(runtime.stdout) == runtime_policy(aws_settings)  # one document, pipe-able
+    provisioning = cli(config, "--ops-policy", "bootstrap")
+    assert json.loads(provisioning.stdout) == bootstrap_policy(aws_settings)
+    both = cli(config, "--ops-policy")
+    assert both.returncode == 0
+    first, second = both.stdout.split("\n# bootstrap:")
+    assert first.startswith("# runtime: attach to the ops box")
+    assert json.loads(first.split("\n", 1)[1]) == runtime_policy(aws_settings)
+    assert json.loads(second.split("\n", 1)[1]) == bootstrap_policy(aws_settings)
+    assert cli(config, "--ops-policy", "admin").returncode == 2
 
 
 def test_bootstrap_without_an_aws_section_is_a_config_error(tmp_path: Path) -> None:

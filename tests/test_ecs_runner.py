@@ -23,6 +23,7 @@ from botocore.exceptions import EndpointConnectionError
 
 from lib.aws.clients import AwsClients
 from lib.aws.logs import console_link
+from lib.bootstrap.policies import RUNTIME_OPERATION_ACTIONS, runtime_policy
 from lib.dbt_results import load_node_results, summarize
 from lib.models import GitSource, Job, RunRequest, RunStatus, TriggerKind
 from lib.runners.base import CancelToken, RunContext
@@ -443,6 +444,39 @@ def test_cancel_stops_the_task(ecs: Ecs, tmp_path: Path) -> None:
     task = ecs.task(outcome.external_id or "")
     assert task["lastStatus"] == "STOPPED" and "cancelled" in task["stoppedReason"]
     assert run.clock.waits == []  # the cancel wakes the poll at once
+
+
+def test_every_call_an_ecs_run_makes_is_in_the_ops_boxs_runtime_policy(ecs: Ecs, tmp_path: Path) -> None:
+    """Recorded against moto: a run that succeeds (artifacts, logs) and one that times out
+    (StopTask) call nothing the runtime policy (`bootstrap --ops-policy runtime`) does not grant."""
+    operations: set[str] = set()
+    clients = new_clients(ecs.settings)  # the runner's own: the test's helpers write logs and artifacts
+    for service in ("ecs", "s3", "logs"):
+        clients.client(service).meta.events.register(
+            f"before-call.{service}", lambda model, **_: operations.add(model.name)
+        )
+    ecs.upload_artifacts(ARTIFACTS / "passing")
+
+    def on_task(arn: str) -> None:
+        ecs.finish(arn, exit_code=0)
+        ecs.write_log(arn, [f"[run_commands] GIT_SHA {GIT_SHA}", "Completed successfully"])
+
+    first = EcsRunner(ecs.settings, clients).run(make_ctx(tmp_path / "1", on_task).ctx)
+    assert first.status is RunStatus.SUCCEEDED, first.reason
+    set_task_transition(ecs.endpoint, STAYS_RUNNING)
+    second = EcsRunner(ecs.settings, clients).run(make_ctx(tmp_path / "2", job=make_job(timeout=25.0)).ctx)
+    assert second.status is RunStatus.TIMED_OUT
+
+    assert {"RunTask", "DescribeTasks", "StopTask", "GetLogEvents", "GetObject"} <= operations
+    assert operations <= set(RUNTIME_OPERATION_ACTIONS)
+    assert set(clients._clients) <= {"ecs", "s3", "logs"}  # no other service was called
+    policy = runtime_policy(ecs.settings)
+    granted = {
+        a
+        for st in policy["Statement"]
+        for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
+    }
+    assert {RUNTIME_OPERATION_ACTIONS[op] for op in operations} <= granted
 
 
 class _DaemonDied(Exception):

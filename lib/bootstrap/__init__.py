@@ -6,25 +6,27 @@ unchanged, skipped, failed, or planned under --dry-run); the command itself is
 `lib.bootstrap.command.run_bootstrap`.
 
 This package imports neither boto3 nor rich: it holds the results and the IAM
-documents, so README tooling can call `ops_box_policy(settings)` cheaply. Import
+documents, so the CLI can print `runtime_policy(settings)` cheaply. Import
 `lib.bootstrap.command` inside the CLI subcommand, not at module level.
 """
 
 from lib.bootstrap.base import StepResult, StepStatus
 from lib.bootstrap.policies import (
+    bootstrap_policy,
     ecs_tasks_trust_policy,
     execution_role_policy,
-    ops_box_policy,
-    ops_box_policy_json,
+    policy_json,
+    runtime_policy,
     task_role_policy,
 )
 
 __all__ = [
     "StepResult",
     "StepStatus",
+    "bootstrap_policy",
     "ecs_tasks_trust_policy",
     "execution_role_policy",
-    "ops_box_policy",
-    "ops_box_policy_json",
+    "policy_json",
+    "runtime_policy",
     "task_role_policy",
 ]

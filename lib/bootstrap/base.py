@@ -194,7 +194,7 @@ def error_code(exc: BaseException) -> str | None:
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line for a failed step: `AccessDenied: … (the ops box needs iam:CreateRole)`."""
+    """One line for a failed step: `AccessDenied: … (bootstrap needs iam:CreateRole …)`."""
     code = error_code(exc)
     if code is None:
         if type(exc).__module__.startswith("botocore"):  # no credentials, endpoint unreachable…
@@ -208,7 +208,7 @@ def describe_error(exc: BaseException) -> str:
         line = f"{line} [{operation}]"
     if code in _DENIED:
         action = OPERATION_ACTIONS.get(operation, f"the permission for {operation}")
-        line += f" (the ops box needs {action}: see the ops-box policy)"
+        line += f" (bootstrap needs {action}: see `bootstrap --ops-policy bootstrap`)"
     elif code in _BAD_CREDENTIALS:
         line += " (check the ops box's AWS credentials: AWS_PROFILE, instance role…)"
     return " ".join(line.split())  # one line, whatever AWS put in the message

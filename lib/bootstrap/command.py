@@ -18,7 +18,7 @@ values, so a value cannot be printed even by mistake):
       (`bootstrap plan (dry run: nothing written)` with step | action | detail)
     `warning: <step>: …` for each warning
     `<step>: <reason>` for each failed step, e.g.
-      `iam: AccessDenied: … [CreateRole] (the ops box needs iam:CreateRole: see the ops-box policy)`
+      `iam: AccessDenied: … [CreateRole] (bootstrap needs iam:CreateRole: see `--ops-policy bootstrap`)`
     a summary: `bootstrap: 2 created, 1 updated, 4 unchanged`
       (`plan: 3 to change, 4 unchanged (dry run: nothing was written)`)
 

@@ -1,8 +1,9 @@
-"""The IAM documents bootstrap writes, and the one the ops box itself needs.
+"""The IAM documents bootstrap writes, and the two identity policies around it.
 
-Pure functions of `AwsSettings`: tests compare them whole, and the README prints
-`ops_box_policy` so an administrator can grant exactly what bootstrap and the ECS
-runner call, nothing more.
+Pure functions of `AwsSettings`: tests compare them whole. `runtime_policy` is what
+the ops box (the daemon) needs to run ECS jobs; `bootstrap_policy` is what provisioning
+needs, for an administrator or a CI role: kept apart, so the box that runs every night
+cannot rewrite roles, task definitions or images.
 """
 
 from __future__ import annotations
@@ -85,26 +86,58 @@ def task_role_policy(bucket: str, artifacts_prefix: str) -> dict[str, Any]:
     }
 
 
-def ops_box_policy(settings: AwsSettings, account: str = "*") -> dict[str, Any]:
-    """The identity policy the ops box (where the daemon and bootstrap run) needs.
+class _Arns:
+    """The ARNs both identity policies name, from the `aws:` settings."""
 
-    Covers `scheduler.py bootstrap` and the ECS runner: run/watch/stop tasks on the
-    one cluster, register and read the task definition family, pass the two roles to
-    ECS only, manage those two roles, the bucket settings and env-file object, read the
-    run artifacts, create and push to the ECR repository, and the log group. Actions
-    AWS does not scope to a resource (ecr:GetAuthorizationToken,
-    ecs:RegisterTaskDefinition/DescribeTaskDefinition/ListTaskDefinitions,
-    logs:DescribeLogGroups) get `*`. `account` narrows the ARNs (default `*`).
+    def __init__(self, settings: AwsSettings, account: str) -> None:
+        s, region = settings, settings.region
+        self.bucket = s.bucket or "BUCKET"
+        self.cluster = f"arn:aws:ecs:{region}:{account}:cluster/{s.cluster}"
+        self.task_definitions = f"arn:aws:ecs:{region}:{account}:task-definition/{s.task_family}:*"
+        self.tasks = f"arn:aws:ecs:{region}:{account}:task/{s.cluster}/*"
+        self.roles = [
+            f"arn:aws:iam::{account}:role/{s.execution_role}",
+            f"arn:aws:iam::{account}:role/{s.task_role}",
+        ]
+        self.log_group = f"arn:aws:logs:{region}:{account}:log-group:{s.log_group}"
+        self.log_groups = f"arn:aws:logs:{region}:{account}:log-group:*"
+        self.repository = f"arn:aws:ecr:{region}:{account}:repository/{s.ecr_repository}"
+
+
+def _pass_roles(arns: _Arns) -> dict[str, Any]:
+    # Both RunTask (a task definition naming roles) and RegisterTaskDefinition need
+    # iam:PassRole on the roles; only to ECS tasks, only these two.
+    return {
+        "Sid": "PassTaskRoles",
+        "Effect": "Allow",
+        "Action": "iam:PassRole",
+        "Resource": arns.roles,
+        "Condition": {"StringEquals": {"iam:PassedToService": ECS_TASKS}},
+    }
+
+
+# What the daemon's ECS runner calls, operation → the IAM action it needs: a test records
+# every call an ECS run makes against moto and checks each is here and granted.
+RUNTIME_OPERATION_ACTIONS: dict[str, str] = {
+    "RunTask": "ecs:RunTask",
+    "DescribeTasks": "ecs:DescribeTasks",
+    "StopTask": "ecs:StopTask",
+    "GetLogEvents": "logs:GetLogEvents",
+    "GetObject": "s3:GetObject",
+}
+
+
+def runtime_policy(settings: AwsSettings, account: str = "*") -> dict[str, Any]:
+    """The identity policy of the ops box: what the daemon calls while it runs ECS jobs.
+
+    Start tasks of the one family on the one cluster, watch and stop the tasks of that
+    cluster, pass the two task roles to ECS tasks, read the task logs of the log group
+    and the run artifacts. Nothing that changes IAM, task definitions, ECR or the env
+    file: that is `bootstrap_policy`, for an administrator or a CI role, so a
+    compromised ops box can run the jobs it runs and no more. `account` narrows the
+    ARNs (default `*`).
     """
-    s = settings
-    region = s.region
-    bucket = s.bucket or "BUCKET"
-    cluster_arn = f"arn:aws:ecs:{region}:{account}:cluster/{s.cluster}"
-    role_arns = [
-        f"arn:aws:iam::{account}:role/{s.execution_role}",
-        f"arn:aws:iam::{account}:role/{s.task_role}",
-    ]
-    log_group_arn = f"arn:aws:logs:{region}:{account}:log-group:{s.log_group}"
+    arns = _Arns(settings, account)
     return {
         "Version": VERSION,
         "Statement": [
@@ -112,20 +145,52 @@ def ops_box_policy(settings: AwsSettings, account: str = "*") -> dict[str, Any]:
                 "Sid": "RunDbtTasks",
                 "Effect": "Allow",
                 "Action": "ecs:RunTask",
-                "Resource": f"arn:aws:ecs:{region}:{account}:task-definition/{s.task_family}:*",
-                "Condition": {"ArnEquals": {"ecs:cluster": cluster_arn}},
+                "Resource": arns.task_definitions,
+                "Condition": {"ArnEquals": {"ecs:cluster": arns.cluster}},
             },
             {
                 "Sid": "WatchDbtTasks",
                 "Effect": "Allow",
                 "Action": ["ecs:DescribeTasks", "ecs:StopTask"],
-                "Resource": f"arn:aws:ecs:{region}:{account}:task/{s.cluster}/*",
+                "Resource": arns.tasks,  # a task ARN names its cluster
             },
+            _pass_roles(arns),
+            {
+                "Sid": "ReadTaskLogs",
+                "Effect": "Allow",
+                "Action": "logs:GetLogEvents",
+                # Matches the group's stream ARNs (`log-group:NAME:log-stream:…`), and the
+                # group itself in the `log-group:NAME:*` form some actions are checked on.
+                "Resource": f"{arns.log_group}:*",
+            },
+            {
+                "Sid": "ReadRunArtifacts",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": artifacts_arn(arns.bucket, settings.artifacts_prefix),
+            },
+        ],
+    }
+
+
+def bootstrap_policy(settings: AwsSettings, account: str = "*") -> dict[str, Any]:
+    """The identity policy `scheduler.py bootstrap` needs: for whoever provisions, not the ops box.
+
+    Manage the two task roles and their policies, the bucket's settings and the env-file
+    object, create and push to the ECR repository, the log group, register and read the
+    task definition family (passing the roles), check the cluster. Actions AWS does not
+    scope to a resource (ecr:GetAuthorizationToken, ecs:RegisterTaskDefinition,
+    DescribeTaskDefinition, ListTaskDefinitions, logs:DescribeLogGroups) get `*`.
+    """
+    arns = _Arns(settings, account)
+    return {
+        "Version": VERSION,
+        "Statement": [
             {
                 "Sid": "CheckCluster",
                 "Effect": "Allow",
                 "Action": "ecs:DescribeClusters",
-                "Resource": cluster_arn,
+                "Resource": arns.cluster,
             },
             {
                 "Sid": "TaskDefinitions",
@@ -137,13 +202,7 @@ def ops_box_policy(settings: AwsSettings, account: str = "*") -> dict[str, Any]:
                 ],
                 "Resource": "*",
             },
-            {
-                "Sid": "PassTaskRoles",
-                "Effect": "Allow",
-                "Action": "iam:PassRole",
-                "Resource": role_arns,
-                "Condition": {"StringEquals": {"iam:PassedToService": ECS_TASKS}},
-            },
+            _pass_roles(arns),
             {
                 "Sid": "ManageTaskRoles",
                 "Effect": "Allow",
@@ -155,13 +214,13 @@ def ops_box_policy(settings: AwsSettings, account: str = "*") -> dict[str, Any]:
                     "iam:GetRolePolicy",
                     "iam:PutRolePolicy",
                 ],
-                "Resource": role_arns,
+                "Resource": arns.roles,
             },
             {
                 "Sid": "AttachExecutionPolicy",
                 "Effect": "Allow",
                 "Action": "iam:AttachRolePolicy",
-                "Resource": role_arns[0],
+                "Resource": arns.roles[0],
                 "Condition": {"ArnEquals": {"iam:PolicyARN": EXECUTION_MANAGED_POLICY}},
             },
             {
@@ -176,19 +235,13 @@ def ops_box_policy(settings: AwsSettings, account: str = "*") -> dict[str, Any]:
                     "s3:GetEncryptionConfiguration",
                     "s3:PutEncryptionConfiguration",
                 ],
-                "Resource": bucket_arn(bucket),
+                "Resource": bucket_arn(arns.bucket),
             },
             {
                 "Sid": "EnvFileObject",
                 "Effect": "Allow",
                 "Action": ["s3:GetObject", "s3:PutObject"],
-                "Resource": object_arn(bucket, s.env_file_key),
-            },
-            {
-                "Sid": "ReadRunArtifacts",
-                "Effect": "Allow",
-                "Action": "s3:GetObject",
-                "Resource": artifacts_arn(bucket, s.artifacts_prefix),
+                "Resource": object_arn(arns.bucket, settings.env_file_key),
             },
             {
                 "Sid": "EcrLogin",
@@ -213,32 +266,30 @@ def ops_box_policy(settings: AwsSettings, account: str = "*") -> dict[str, Any]:
                     "ecr:BatchGetImage",
                     "ecr:GetDownloadUrlForLayer",
                 ],
-                "Resource": f"arn:aws:ecr:{region}:{account}:repository/{s.ecr_repository}",
+                "Resource": arns.repository,
             },
             {
                 "Sid": "FindLogGroups",
                 "Effect": "Allow",
                 "Action": "logs:DescribeLogGroups",
-                "Resource": f"arn:aws:logs:{region}:{account}:log-group:*",
+                "Resource": arns.log_groups,
             },
             {
                 "Sid": "LogGroup",
                 "Effect": "Allow",
-                "Action": [
-                    "logs:CreateLogGroup",
-                    "logs:PutRetentionPolicy",
-                    "logs:DeleteRetentionPolicy",
-                    "logs:GetLogEvents",
-                ],
-                "Resource": [log_group_arn, f"{log_group_arn}:*"],
+                "Action": ["logs:CreateLogGroup", "logs:PutRetentionPolicy", "logs:DeleteRetentionPolicy"],
+                "Resource": [arns.log_group, f"{arns.log_group}:*"],
             },
         ],
     }
 
 
-def ops_box_policy_json(settings: AwsSettings, account: str = "*") -> str:
-    """`ops_box_policy` as indented JSON, ready to paste into the IAM console."""
-    return json.dumps(ops_box_policy(settings, account), indent=2)
+POLICIES = {"runtime": runtime_policy, "bootstrap": bootstrap_policy}
+
+
+def policy_json(which: str, settings: AwsSettings, account: str = "*") -> str:
+    """`runtime_policy` or `bootstrap_policy` as indented JSON, ready for the IAM console."""
+    return json.dumps(POLICIES[which](settings, account), indent=2)
 
 
 # --------------------------------------------------------------------------- comparing
