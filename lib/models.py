@@ -230,6 +230,7 @@ class RunOutcome:
     git_sha: str | None = None
     external_id: str | None = None  # e.g. the ECS task ARN
     log_url: str | None = None  # e.g. the CloudWatch console link
+    image: str | None = None  # the image the run ran, by digest where known (ECS)
 
 
 @dataclass(frozen=True)

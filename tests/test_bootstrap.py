@@ -8,6 +8,7 @@ botocore's Stubber stands in only where moto cannot answer: an AccessDenied.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import subprocess
@@ -55,6 +56,8 @@ class FakeEngine:
         self.calls.append((list(argv), input))
         if argv[1] == self.fail:
             return subprocess.CompletedProcess(argv, 1, "", f"Error: {self.fail} broke\n")
+        if argv[1] == "build":  # the image's content: here, the commit it was built from
+            self.content = hashlib.sha256(argv[argv.index("-t") + 1].encode()).hexdigest()
         if argv[1] == "push":
             reference = argv[2]
             repository = reference.split("/", 1)[1].rsplit(":", 1)[0]
@@ -64,9 +67,16 @@ class FakeEngine:
                 "config": {
                     "mediaType": "application/vnd.docker.container.image.v1+json",
                     "size": 1,
-                    "digest": "sha256:" + "a" * 64,
+                    "digest": "sha256:" + getattr(self, "content", "a" * 64),
                 },
-                "layers": [],
+                # moto derives the image digest from the layers: one per content.
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                        "size": 1,
+                        "digest": "sha256:" + getattr(self, "content", "a" * 64),
+                    }
+                ],
             }
             # A registry takes an identical re-push without complaint; moto's put_image does not.
             with contextlib.suppress(self.ecr.exceptions.ImageAlreadyExistsException):
@@ -349,7 +359,8 @@ def test_task_definition_content_and_a_new_revision_only_when_it_changes(
     assert definition["taskRoleArn"] == role_arn + settings.task_role
     [container] = definition["containerDefinitions"]
     assert container["name"] == "dbt" and container["essential"] is True
-    assert container["image"] == f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{settings.ecr_repository}:latest"
+    uri = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{settings.ecr_repository}"
+    assert container["image"] == f"{uri}@{latest_digest(aws_clients, settings)}"  # by digest, not :latest
     assert container["environmentFiles"] == [
         {"value": f"arn:aws:s3:::{settings.bucket}/dbt-scheduler/dbt.env", "type": "s3"}
     ]
@@ -386,6 +397,62 @@ def test_task_definition_content_and_a_new_revision_only_when_it_changes(
     back = bootstrap(settings, aws_clients, repo_root, only="task-definition")
     assert statuses(back) == {"task-definition": "unchanged"}
     assert back[0].detail == f"{settings.task_family}:1"
+
+
+def latest_digest(clients: AwsClients, settings: AwsSettings) -> str:
+    images = clients.ecr().describe_images(
+        repositoryName=settings.ecr_repository, imageIds=[{"imageTag": "latest"}]
+    )["imageDetails"]
+    return str(images[0]["imageDigest"])
+
+
+def commit(root: Path) -> None:
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    (root / "docker" / "Dockerfile").write_text((root / "docker" / "Dockerfile").read_text() + "# next\n")
+    subprocess.run([*git, "commit", "-qam", "next"], check=True)
+
+
+def test_a_new_image_makes_a_new_revision_naming_its_digest(
+    settings: AwsSettings, aws_clients: AwsClients, repo_root: Path
+) -> None:
+    """`:latest` moves with every push; the task definition names the digest, so the same
+    image twice is unchanged and a new one is a new revision (ECS never runs an image other
+    than the registered one)."""
+    ecs = aws_clients.ecs()
+    steps = "image,iam,log-group,task-definition"
+    first = bootstrap(settings, aws_clients, repo_root, only=steps)
+    digest = latest_digest(aws_clients, settings)
+    again = bootstrap(settings, aws_clients, repo_root, only=steps)
+    assert statuses(first)["task-definition"] == "created"
+    assert (
+        statuses(again)["task-definition"] == "unchanged" and latest_digest(aws_clients, settings) == digest
+    )
+
+    commit(repo_root)
+    pushed = bootstrap(settings, aws_clients, repo_root, only=steps)
+    new_digest = latest_digest(aws_clients, settings)
+    assert new_digest != digest
+    assert statuses(pushed)["image"] == "updated" and statuses(pushed)["task-definition"] == "updated"
+    definition = ecs.describe_task_definition(taskDefinition=settings.task_family)["taskDefinition"]
+    assert definition["revision"] == 2
+    assert definition["containerDefinitions"][0]["image"].endswith(f"@{new_digest}")
+    assert f"@{new_digest}" in pushed[-1].detail
+
+
+def test_an_image_elsewhere_is_kept_as_written_with_a_warning_unless_pinned(
+    settings: AwsSettings, aws_clients: AwsClients, repo_root: Path
+) -> None:
+    tagged = replace(settings, image="ghcr.io/acme/dbt:2026.12")
+    results = bootstrap(tagged, aws_clients, repo_root, only="iam,task-definition")
+    assert statuses(results)["task-definition"] == "created"
+    assert any("names a tag, which can move" in w for w in results[-1].warnings)
+    pinned = replace(settings, image="ghcr.io/acme/dbt@sha256:" + "b" * 64)
+    results = bootstrap(pinned, aws_clients, repo_root, only="task-definition")
+    assert statuses(results) == {"task-definition": "updated"} and not results[-1].warnings
+    definition = aws_clients.ecs().describe_task_definition(taskDefinition=settings.task_family)[
+        "taskDefinition"
+    ]
+    assert definition["containerDefinitions"][0]["image"] == pinned.image
 
 
 def test_fargate_task_definition_uses_awsvpc(

@@ -27,7 +27,7 @@ from lib.bootstrap.policies import RUNTIME_OPERATION_ACTIONS, runtime_policy
 from lib.dbt_results import load_node_results, summarize
 from lib.models import GitSource, Job, RunRequest, RunStatus, TriggerKind
 from lib.runners.base import CancelToken, RunContext
-from lib.runners.ecs import EcsRunner, artifacts_uri, classify_task, started_by
+from lib.runners.ecs import EcsRunner, artifacts_uri, classify_task, ran_image, started_by
 from lib.secrets import SecretMasker
 from lib.triggers import parse_every
 from tests.aws_helpers import with_
@@ -129,6 +129,7 @@ def test_success_downloads_node_results_writes_the_masked_log_and_passes_overrid
     s = ecs.settings
     assert url == outcome.log_url == console_link(s.region, s.log_group, f"dbt/dbt/{task_id}")
     assert outcome.log_path == run.ctx.run_dir / "run.log"
+    assert outcome.image == ecs.task(arn)["containers"][0]["image"]  # what the task ran
     log = outcome.log_path.read_text()
     assert SECRET not in log and "password=*****" in log and "Completed successfully" in log
     assert run.lines[-1] == "Completed successfully" and SECRET not in "".join(run.lines)
@@ -444,6 +445,22 @@ def test_cancel_stops_the_task(ecs: Ecs, tmp_path: Path) -> None:
     task = ecs.task(outcome.external_id or "")
     assert task["lastStatus"] == "STOPPED" and "cancelled" in task["stoppedReason"]
     assert run.clock.waits == []  # the cancel wakes the poll at once
+
+
+@pytest.mark.parametrize(
+    ("container", "expected"),
+    [
+        ({"image": "1.dkr.ecr/x@sha256:ab"}, "1.dkr.ecr/x@sha256:ab"),
+        ({"image": "1.dkr.ecr/x:latest", "imageDigest": "sha256:cd"}, "1.dkr.ecr/x@sha256:cd"),
+        ({"image": "host:5000/x", "imageDigest": "sha256:ef"}, "host:5000/x@sha256:ef"),
+        ({"image": "host:5000/x:1.2"}, "host:5000/x:1.2"),
+        ({}, None),
+    ],
+)
+def test_the_image_a_task_ran_is_named_by_digest_when_ecs_says_it(
+    container: dict[str, str], expected: str | None
+) -> None:
+    assert ran_image({"containers": [{"name": "dbt", **container}]}, "dbt") == expected
 
 
 def test_every_call_an_ecs_run_makes_is_in_the_ops_boxs_runtime_policy(ecs: Ecs, tmp_path: Path) -> None:

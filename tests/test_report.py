@@ -44,6 +44,7 @@ RECORD_KEYS = {
     "log_path",
     "log_url",
     "external_id",
+    "image",
     "run_dir",
     "target_override",
     "select_override",

@@ -73,6 +73,56 @@ def desired_task_definition(
     }
 
 
+def pinned_image(ctx: StepContext, plan: Plan) -> str:
+    """The image reference the task definition names: by digest, never a mutable tag.
+
+    `:latest` can move under a registered revision (a push, someone else's push), so
+    two tasks of one revision could run different code and a report could not say
+    which. The ECR repository's `:latest` (what the image step just pushed) or an
+    aws.image in that repository is resolved with describe_images to
+    `repository@sha256:…`; an aws.image already written by digest is kept; one
+    elsewhere (another registry) is kept with a warning. Raises ValueError with the
+    fix when there is nothing to name.
+    """
+    s = ctx.settings
+    if s.image and "@sha256:" in s.image:
+        return s.image
+    repository = find_repository(ctx.clients.ecr(), s.ecr_repository)
+    uri = repository["repositoryUri"] if repository is not None else None
+    reference = s.image or f"{uri or _repository_uri(ctx)}:latest"
+    name, _, tag = reference.rpartition(":")
+    if "/" in tag or not name:  # `host:port/name` without a tag
+        name, tag = reference, "latest"
+    if uri is None or name != uri:
+        if s.image:
+            plan.warn(f"aws.image {s.image} names a tag, which can move: pin it as …@sha256:<digest>")
+            return s.image
+        if ctx.dry_run:
+            return f"{name}@sha256:<digest of :{tag} once pushed>"
+        raise ValueError(
+            f"ECR repository {s.ecr_repository} does not exist: "
+            "run `scheduler.py bootstrap --only image` or set aws.image"
+        )
+    try:
+        images = ctx.clients.ecr().describe_images(
+            repositoryName=s.ecr_repository, imageIds=[{"imageTag": tag}]
+        )["imageDetails"]
+    except ClientError as exc:
+        if error_code(exc) != "ImageNotFoundException":
+            raise
+        images = []
+    if not images:
+        if ctx.dry_run:
+            return f"{name}@sha256:<digest of :{tag} once pushed>"
+        raise ValueError(f"{name}:{tag} is not in ECR: run `scheduler.py bootstrap --only image` first")
+    return f"{name}@{images[0]['imageDigest']}"
+
+
+def _repository_uri(ctx: StepContext) -> str:
+    s = ctx.settings
+    return f"{ctx.account()}.dkr.ecr.{s.region}.amazonaws.com/{s.ecr_repository}"
+
+
 def normalise_task_definition(definition: dict[str, Any]) -> dict[str, Any]:
     """A task definition reduced to what matters, so AWS's own additions compare equal."""
     out = {k: v for k, v in definition.items() if k not in _OUTPUT_ONLY}
@@ -135,8 +185,9 @@ def latest_active(ecs: Any, family: str) -> dict[str, Any] | None:
 def ensure_task_definition(ctx: StepContext) -> StepResult:
     """Registers a new revision of aws.task_family when its content changed.
 
-    The image is aws.image, or the ECR repository's URI (describe_repositories) with
-    `:latest`; the role ARNs come from get_role. created = the family had no ACTIVE
+    The image is named by digest (`pinned_image`), so a new push makes a new
+    revision and a task never runs an image other than the one registered; the role
+    ARNs come from get_role. created = the family had no ACTIVE
     revision; updated = a new revision was registered (the detail names what
     changed); unchanged = the latest ACTIVE revision already matches.
     """
@@ -152,18 +203,10 @@ def ensure_task_definition(ctx: StepContext) -> StepResult:
             arns.append(f"arn:aws:iam::{ctx.account()}:role/{role_name}")  # what create_role will give
         else:
             arns.append(str(role["Arn"]))
-    image = s.image
-    if image is None:
-        repository = find_repository(ctx.clients.ecr(), s.ecr_repository)
-        if repository is not None:
-            image = f"{repository['repositoryUri']}:latest"
-        elif ctx.dry_run:
-            image = f"{ctx.account()}.dkr.ecr.{s.region}.amazonaws.com/{s.ecr_repository}:latest"
-        else:
-            return plan.fail(
-                f"ECR repository {s.ecr_repository} does not exist: "
-                "run `scheduler.py bootstrap --only image` or set aws.image"
-            )
+    try:
+        image = pinned_image(ctx, plan)
+    except ValueError as exc:
+        return plan.fail(str(exc))
 
     ecs = ctx.clients.ecs()
     wanted = desired_task_definition(ctx, arns[0], arns[1], image)

@@ -80,6 +80,7 @@ def record_to_dict(record: RunRecord, include_nodes: bool = True) -> dict[str, A
         "log_path": str(outcome.log_path) if outcome.log_path is not None else None,
         "log_url": outcome.log_url,
         "external_id": outcome.external_id,
+        "image": outcome.image,
         "run_dir": str(record.run_dir) if record.run_dir is not None else None,
         "target_override": record.target_override,
         "select_override": record.select_override,
@@ -139,6 +140,8 @@ def render_markdown(data: dict[str, Any]) -> str:
     ]
     if data.get("external_id"):
         facts.append(("External id", _code(data["external_id"])))
+    if data.get("image"):
+        facts.append(("Image", _code(data["image"])))
     for key, label in (("target_override", "Target (run-now)"), ("select_override", "Select (run-now)")):
         if data.get(key):
             facts.append((label, _cell(_code(data[key]))))

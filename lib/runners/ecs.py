@@ -135,6 +135,23 @@ def _container(task: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return named or (containers[0] if containers else {})
 
 
+def ran_image(task: Mapping[str, Any], container_name: str) -> str | None:
+    """The image the task's container ran, as `name@sha256:…` when ECS says its digest.
+
+    The task definition names the image by digest (bootstrap), but one registered by
+    hand may name a tag: ECS reports the digest it actually pulled (`imageDigest`), so
+    the report says what ran either way.
+    """
+    container = _container(task, container_name)
+    image, digest = container.get("image"), container.get("imageDigest")
+    if not image:
+        return None
+    if digest and "@" not in image:
+        repository = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+        return f"{repository}@{digest}"
+    return str(image)
+
+
 def container_never_ran(task: Mapping[str, Any], container_name: str) -> bool:
     """True for a STOPPED task whose container has no exit code: it never ran (image
     pull failed, env files not downloaded, TaskFailedToStart…) — unless someone
@@ -574,6 +591,7 @@ class EcsRunner:
             git_sha=git_sha,
             external_id=arn,
             log_url=self.log_url(arn),
+            image=ran_image(task, self.settings.container_name) if task is not None else None,
         )
 
     def _new_log(self, ctx: RunContext) -> Path:
