@@ -3,8 +3,10 @@
 
 Copies DIR/run_results.json, DIR/manifest.json and DIR/git_sha (the commit SHA
 run_commands.sh checked out, one line), those that exist, to s3://bucket/prefix/<name>
-with server-side encryption (AES256). The ECS runner reads git_sha from there, so the
-run's SHA does not depend on reading its CloudWatch log. The prefix is a
+with server-side encryption (AES256), every DBT_ENV_SECRET_* value of its environment
+masked in them first (lib/secrets.py, which the image carries beside this script). The
+ECS runner reads git_sha from there, so the run's SHA does not depend on reading its
+CloudWatch log. The prefix is a
 folder: a missing trailing '/' is added. Prints one line per uploaded file (and
 one when there is nothing to upload); exits 0.
 
@@ -21,9 +23,16 @@ by itself, which is how the tests point it at a moto server.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+# What to mask is defined once, in lib/secrets.py: the image copies it to /app/lib/ beside
+# this script; in a clone it is one folder up.
+_HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(_HERE if (_HERE / "lib" / "secrets.py").is_file() else _HERE.parent))
+from lib.secrets import SecretMasker, mask_artifacts  # noqa: E402
 
 # run_results.<i>.json and sources.<i>.json: each command's own results (run_commands.sh
 # keeps one per command), so a report covers every command of an ECS run too.
@@ -67,6 +76,12 @@ def upload(
     for a bad URI.
     """
     bucket, prefix = parse_s3_uri(uri)
+    # The task's DBT_ENV_SECRET_* values (from the env file) never reach S3: node
+    # messages and compiled code in the artifacts can quote what the run printed.
+    try:
+        mask_artifacts(directory, SecretMasker.from_env(os.environ))
+    except OSError as exc:
+        raise UploadError(f"cannot mask the artifacts in {directory}: {exc}") from None
     files = [path for pattern in ARTIFACTS for path in sorted(directory.glob(pattern)) if path.is_file()]
     if not files:
         return []

@@ -77,5 +77,6 @@ def build_app(
         history=history,
         clock=clock,
         base_env=base_env,
+        aws_env_file=config.aws.env_file if config.aws is not None else None,
     )
     return App(config=config, clock=clock, history=history, service=service)

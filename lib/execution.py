@@ -26,9 +26,9 @@ from lib.locks import job_lock
 from lib.models import Job, RunOutcome, RunRecord, RunRequest, RunStatus, TriggerKind
 from lib.report.compiled import keep_compiled_sql
 from lib.report.files import write_reports
-from lib.run_env import EnvFileError, effective_commands, read_env_file
+from lib.run_env import EnvFileError, effective_commands, read_dotenv, read_env_file
 from lib.runners.base import CancelToken, RunContext, Runner
-from lib.secrets import SecretMasker
+from lib.secrets import SecretMasker, mask_artifacts
 
 log = logging.getLogger("dbt_scheduler")
 
@@ -53,6 +53,9 @@ class RunService:
     clock: Clock
     listeners: list[Listener] = field(default_factory=list)
     base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    # aws.env_file: what ECS tasks get as their environment (bootstrap uploads it). Its
+    # DBT_ENV_SECRET_* values are masked in ECS runs' CloudWatch copy and reports.
+    aws_env_file: Path | None = None
 
     def new_request(
         self,
@@ -77,12 +80,16 @@ class RunService:
         return self.state_dir / "runs" / request.job.name / request.run_id
 
     def masker_for(self, job: Job) -> SecretMasker:
-        """Masks DBT_ENV_SECRET_* values from every source the run's environment is built from."""
+        """Masks DBT_ENV_SECRET_* values from every source the run's environment is built from:
+        the scheduler's environment, the job's env_file and env, and for ECS jobs aws.env_file."""
         try:
             from_file = read_env_file(job)
         except EnvFileError:
             from_file = {}
-        return SecretMasker.from_env(self.base_env, from_file, job.env)
+        from_aws: Mapping[str, str] = {}
+        if job.runner == "ecs" and self.aws_env_file is not None:
+            from_aws = read_dotenv(self.aws_env_file)
+        return SecretMasker.from_env(self.base_env, from_file, job.env, from_aws)
 
     def skip(self, request: RunRequest, reason: str) -> RunRecord:
         """Record a run that was decided against (overlap, missed fire time)."""
@@ -198,6 +205,14 @@ class RunService:
                 request, started_at, RunOutcome(RunStatus.CANCELLED, reason="detached"), run_dir
             )
         try:
+            # dbt masks DBT_ENV_SECRET_* in what it prints, not in what a node's message
+            # quotes (a database error echoing a value) nor in the artifacts it writes:
+            # mask the copies kept with the run before anything reads them again.
+            mask_artifacts(run_dir, masker)
+        except OSError as exc:
+            log.error("%s: could not mask the dbt artifacts in %s: %s", job.name, run_dir, exc)
+        outcome = _masked(outcome, masker)
+        try:
             # Before the report, which links the kept files; from the artifacts in the
             # run folder, so it works for every runner, after work/ is gone.
             outcome = replace(outcome, nodes=keep_compiled_sql(run_dir, outcome.nodes))
@@ -260,6 +275,16 @@ class RunService:
                 listener(record)
             except Exception as exc:
                 log.error("%s: a run listener failed: %s", record.job, exc)
+
+
+def _masked(outcome: RunOutcome, masker: SecretMasker) -> RunOutcome:
+    """The outcome with its reason and every node message masked, before it reaches the
+    reports, history, the console or any listener (runners read node messages from the
+    artifacts as dbt wrote them)."""
+    nodes = tuple(
+        replace(node, message=masker(node.message)) if node.message else node for node in outcome.nodes
+    )
+    return replace(outcome, reason=masker(outcome.reason), nodes=nodes)
 
 
 def with_listener(service: RunService, listener: Listener) -> RunService:

@@ -77,6 +77,16 @@ def effective_commands(job: Job, select: str | None) -> tuple[str, ...]:
     return tuple(out)
 
 
+def read_dotenv(path: Path) -> dict[str, str]:
+    """A .env file as a dict (python-dotenv rules); {} when it cannot be read (the masker's
+    view: bootstrap and validate report an unreadable file)."""
+    try:
+        values = dotenv_values(path, encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return {}
+    return {name: value or "" for name, value in values.items()}
+
+
 def read_env_file(job: Job) -> dict[str, str]:
     """The job's env_file as a dict (python-dotenv rules); {} when the job has none."""
     if job.env_file is None:

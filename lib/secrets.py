@@ -7,8 +7,11 @@ tracebacks), so every output path goes through a `SecretMasker`.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 SECRET_PREFIX = "DBT_ENV_SECRET_"
 MASK = "*****"
@@ -22,11 +25,31 @@ def is_secret_name(name: str) -> bool:
     return name.startswith(SECRET_PREFIX)
 
 
+def _forms(secret: str) -> set[str]:
+    """The texts a secret can appear as in what we write.
+
+    Output is read and masked line by line (run.log, the console, the CloudWatch tail),
+    so a multi-line value — a PEM private key for Snowflake key-pair auth — never shows
+    whole: each of its lines is masked on its own. JSON (dbt's artifacts, a node message
+    in run_results.json) writes a value with `\\n`, `\\"` and `\\\\` escapes, so the
+    escaped form is masked too.
+    """
+    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    if "\n" in secret or "\r" in secret:
+        forms.update(line.strip() for line in secret.replace("\r", "\n").split("\n"))
+    return {form for form in forms if len(form) >= _MIN_SECRET_LENGTH}
+
+
 class SecretMasker:
-    """Replaces every known secret value (and URL credentials) with `*****`."""
+    """Replaces every known secret value (and URL credentials) with `*****`.
+
+    A value is masked as written, JSON-escaped, and, when it spans lines, line by line;
+    a value shorter than 4 characters is never masked (it would hide ordinary words).
+    Values are matched literally: regex metacharacters in a password are just characters.
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        values = {s for s in secrets if s and len(s) >= _MIN_SECRET_LENGTH}
+        values = {form for secret in secrets if secret for form in _forms(secret)}
         # Longest first so a secret containing another is masked whole.
         ordered = sorted(values, key=len, reverse=True)
         self._pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
@@ -45,3 +68,35 @@ class SecretMasker:
 
     def __call__(self, text: str) -> str:
         return self.mask(text)
+
+
+# dbt's artifacts as run_commands.sh keeps them in a run folder (and uploads them from an
+# ECS task): node messages and compiled code can carry what a run printed.
+ARTIFACT_PATTERNS = (
+    "run_results.json",
+    "run_results.*.json",
+    "sources.json",
+    "sources.*.json",
+    "manifest.json",
+)
+
+
+def mask_artifacts(directory: Path, mask: SecretMasker) -> list[Path]:
+    """Rewrite the dbt artifacts in `directory` with every secret masked; returns those changed.
+
+    Masking the JSON text keeps it valid JSON: `*****` replaces characters inside a
+    string (the escaped form of a secret is what JSON holds, see `_forms`). A file is
+    replaced atomically (write beside, rename), so a reader never sees half of it.
+    Files that cannot be read or written are left as they are (the caller logs).
+    """
+    changed = []
+    for pattern in ARTIFACT_PATTERNS:
+        for path in sorted(directory.glob(pattern)):
+            text = path.read_text(encoding="utf-8", errors="surrogateescape")
+            masked = mask(text)
+            if masked != text:
+                partial = path.with_name(f".{path.name}.masking")
+                partial.write_text(masked, encoding="utf-8", errors="surrogateescape")
+                os.replace(partial, path)
+                changed.append(path)
+    return changed

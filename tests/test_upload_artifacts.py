@@ -265,3 +265,22 @@ def test_run_commands_without_the_uri_uploads_nothing(tmp_path: Path, moto_endpo
     done = run_script(env, tmp_path, dbt_bin_dir=bin_dir, timeout=120)
     assert done.returncode == 0, done.stdout
     assert not any("uploading" in m for m in markers(done.stdout))
+
+
+def test_secrets_in_the_artifacts_are_masked_before_upload(
+    s3: Any, bucket: str, tmp_path: Path, moto_endpoint: str
+) -> None:
+    """A node message quoting a DBT_ENV_SECRET_* value of the task's environment (multi-line,
+    with regex metacharacters) never reaches S3; run twice, as a task would each night."""
+    secret = "-----BEGIN KEY-----\nAbC+/d3F(g)?h*1\n-----END KEY-----"
+    results = {"results": [{"unique_id": "model.shop.orders", "status": "error", "message": f"bad {secret}"}]}
+    env = {**aws_env(moto_endpoint), "DBT_ENV_SECRET_KEY": secret}
+    for run in ("r1", "r2"):
+        directory = tmp_path / run
+        directory.mkdir()
+        (directory / "run_results.json").write_text(json.dumps(results))
+        done = upload(directory, f"s3://{bucket}/a/{run}/", env)
+        assert done.returncode == 0, done.stderr
+        body = s3.get_object(Bucket=bucket, Key=f"a/{run}/run_results.json")["Body"].read().decode()
+        assert json.loads(body)["results"][0]["message"] == "bad *****"
+        assert not any(line in body for line in secret.splitlines())

@@ -1,0 +1,45 @@
+"""lib/secrets.py: every form a secret can take in what we write is masked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lib.secrets import MASK, SecretMasker
+
+PEM = (
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n"
+    "MzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu\n"
+    "-----END PRIVATE KEY-----\n"
+)
+METACHARACTERS = r"p@ss.w*rd+(x)?[a-z]{2}|\d$^"
+
+
+def test_a_multi_line_secret_is_masked_whole_and_line_by_line() -> None:
+    mask = SecretMasker([PEM])
+    assert mask(f"key={PEM}!") == f"key={MASK}!"
+    for line in PEM.splitlines():
+        assert mask(f"  {line}  ") == f"  {MASK}  "  # as a line of output, however indented
+    assert mask("KEY-----") == "KEY-----"  # not every substring: only the lines
+
+
+def test_a_secret_is_masked_in_its_json_escaped_form() -> None:
+    """dbt's artifacts hold a node message as JSON: newlines and quotes are escaped there."""
+    secret = 'pa"ss\\wörd\nline2-xyz'
+    mask = SecretMasker([secret])
+    for ensure_ascii in (True, False):
+        text = json.dumps({"message": f"failed: {secret}"}, ensure_ascii=ensure_ascii)
+        masked = mask(text)
+        assert json.loads(masked)["message"] == f"failed: {MASK}"
+
+
+@pytest.mark.parametrize("secret", [METACHARACTERS, "a.b", "x" * 3])
+def test_regex_metacharacters_are_literal_and_short_values_are_left_alone(secret: str) -> None:
+    text = f"before {secret} after; and 'aXb' stays"
+    masked = SecretMasker([secret])(text)
+    if len(secret) >= 4:
+        assert secret not in masked and masked == f"before {MASK} after; and 'aXb' stays"
+    else:
+        assert masked == text
