@@ -36,7 +36,7 @@ from lib.durations import parse_duration
 from lib.errors import ConfigError, ConfigIssue
 from lib.models import AwsSettings, DockerSettings, GitSource, Job, Retention, Trigger
 from lib.triggers import parse_cron, parse_every
-from lib.yaml_limits import check_nodes, duplicate_key, read_text
+from lib.yaml_limits import MAX_DEPTH, budget_issue, check_nodes, duplicate_key, read_text
 
 RUNNERS = ("local", "docker", "ecs")
 OVERLAP_POLICIES = ("skip", "allow")
@@ -174,7 +174,7 @@ def _parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
     loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster on 10k jobs
     try:
         return _read_events(text, loader_cls, source)
-    except ConfigError:  # duplicate keys: the node reader would only find them again
+    except ConfigError:  # duplicate keys, deep nesting: the node reader would find them again
         raise
     except Exception:  # whatever it does not handle, invalid YAML and deep recursion included
         pass
@@ -239,6 +239,7 @@ def _read_events(text: str, loader_cls: type, source: str = "jobs.yaml") -> tupl
     resolved: dict[str, Any] = {}  # plain scalar text → value: keys and values repeat a lot
     lines: dict[str, int] = {}
     duplicates: list[ConfigIssue] = []
+    depth = 0  # collections open around the current event
     scalar_event, mapping_end, sequence_end = yaml.ScalarEvent, yaml.MappingEndEvent, yaml.SequenceEndEvent
 
     def resolve(value: str) -> Any:
@@ -272,11 +273,17 @@ def _read_events(text: str, loader_cls: type, source: str = "jobs.yaml") -> tupl
                 return value
             found = resolved.get(value, _MISSING)
             return resolve(value) if found is _MISSING else found
-        if kind is yaml.MappingStartEvent:
-            return mapping(path)
-        if kind is yaml.SequenceStartEvent:
-            return sequence(path)
-        raise _Unsupported(kind.__name__)
+        if kind is not yaml.MappingStartEvent and kind is not yaml.SequenceStartEvent:
+            raise _Unsupported(kind.__name__)
+        nonlocal depth
+        depth += 1
+        if depth > MAX_DEPTH:  # as check_nodes refuses it: the same file, the same answer
+            line = event.start_mark.line + 1
+            raise budget_issue(source, f"nesting deeper than {MAX_DEPTH} levels", line, "nesting")
+        try:
+            return mapping(path) if kind is yaml.MappingStartEvent else sequence(path)
+        finally:
+            depth -= 1
 
     def mapping(prefix: str) -> dict[Any, Any]:
         result: dict[Any, Any] = {}

@@ -36,9 +36,9 @@ MAX_DEPTH = 64
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def budget_issue(source: str, what: str, line: int | None = None) -> ConfigError:
+def budget_issue(source: str, what: str, line: int | None = None, budget: str = "alias/size") -> ConfigError:
     """The error for a document past one of the budgets: one located line, exit 2."""
-    return ConfigError([ConfigIssue("", f"{what}: alias/size budget exceeded", line=line, file=source)])
+    return ConfigError([ConfigIssue("", f"{what}: {budget} budget exceeded", line=line, file=source)])
 
 
 def read_text(path: Path) -> str:
@@ -112,11 +112,11 @@ def check_nodes(root: yaml.Node, source: str) -> dict[str, int]:
             continue
         if key in open_nodes:
             raise budget_issue(source, "an alias refers to a node that contains it", _line(node))
-        if depth > MAX_DEPTH:
-            raise budget_issue(source, f"nesting deeper than {MAX_DEPTH} levels", _line(node))
         if isinstance(node, yaml.ScalarNode):
             sizes[key] = 1
             continue
+        if depth > MAX_DEPTH:
+            raise budget_issue(source, f"nesting deeper than {MAX_DEPTH} levels", _line(node), "nesting")
         open_nodes.add(key)
         entries = _children(node, path or "", duplicates, source)
         stack.append((node, path, line, depth, [child for child, _, _ in entries]))
