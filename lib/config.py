@@ -530,7 +530,9 @@ def _parse_job(
     project_dir = _optional_path(merged, "project_dir", memo, key_path, issues)
     git = _git(merged.get("git"), key_path("git"), issues)
     if project_dir is None and git is None:
-        issues.add(where, "set `project_dir` (a local dbt project) or `git: {url: …}` to say what to run")
+        # A bad value of either is reported at its key already; this is for neither written.
+        if merged.get("project_dir") is None and merged.get("git") is None:
+            issues.add(where, "set `project_dir` (a local dbt project) or `git: {url: …}` to say what to run")
     elif project_dir is not None and git is not None:
         issues.add(where, "set either `project_dir` or `git`, not both")
     elif project_dir is not None and not memo.is_file(project_dir, "dbt_project.yml"):

@@ -121,8 +121,8 @@ def check_nodes(root: yaml.Node, source: str) -> dict[str, int]:
         entries = _children(node, path or "", duplicates, source)
         stack.append((node, path, line, depth, [child for child, _, _ in entries]))
         stack.extend((child, p, n, depth + 1, None) for child, p, n in reversed(entries))
-    if duplicates:
-        raise ConfigError(duplicates)
+    if duplicates:  # found parents first; reported in file order, as the event reader does
+        raise ConfigError(sorted(duplicates, key=lambda issue: issue.line or 0))
     return lines
 
 
