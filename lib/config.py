@@ -198,10 +198,40 @@ def _read_nodes(text: str, loader_cls: type, source: str = "jobs.yaml") -> tuple
     try:
         node = loader.get_single_node()
         lines = check_nodes(node, source) if node is not None else {}
-        data = loader.construct_document(node) if node is not None else None
+        try:
+            data = loader.construct_document(node) if node is not None else None
+        except (ValueError, OverflowError, TypeError) as exc:
+            # SafeConstructor lets int()/float()/datetime() errors through without a mark
+            # (`2026-13-45`, `!!int abc`, 5,000 digits): find the scalar that raised it.
+            raise ConfigError([_bad_scalar(node, exc, source)]) from None
     finally:
         loader.dispose()
     return data, lines
+
+
+def _bad_scalar(root: yaml.Node, exc: Exception, source: str) -> ConfigIssue:
+    """The issue for the first scalar the constructor cannot build, with its line."""
+    stack, seen = [root], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            constructor = _CONSTRUCTOR.yaml_constructors.get(node.tag)
+            if node.tag in _CONSTRUCTED_TAGS and constructor is not None:
+                try:
+                    constructor(_CONSTRUCTOR, node)
+                except (ValueError, OverflowError, TypeError) as error:
+                    line = node.start_mark.line + 1
+                    return ConfigIssue(
+                        "", f"invalid value {_shown(node.value)}: {error}", line=line, file=source
+                    )
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(item for pair in reversed(node.value) for item in reversed(pair))
+    return ConfigIssue("", f"invalid value: {exc}", file=source)
 
 
 class _Unsupported(Exception):
