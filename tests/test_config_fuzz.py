@@ -20,6 +20,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from lib import yaml_limits
 from lib.config import Config, load_config
 from lib.errors import ConfigError
 from tests.test_config_hostile import BILLION_LAUGHS
@@ -202,3 +203,22 @@ def test_mutants_through_the_real_validate_exit_0_or_2_without_a_traceback(
         assert done.stderr.startswith("error: ") and all(
             line.startswith("error: ") for line in done.stderr.splitlines()
         ), done.stderr
+
+
+@settings(max_examples=40, deadline=timedelta(seconds=1), derandomize=True, database=None)
+@given(st.integers(2, 12), st.integers(2, 12))
+def test_alias_bombs_of_any_shape_are_answered_within_a_second(levels: int, width: int) -> None:
+    """Refused past the budget, read (and refused as unknown keys) below it; never expanded."""
+    lines = [f"l0: &l0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    path = WORK / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\njobs: {}\n", encoding="utf-8")
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        sizes = [1 + width]  # l0: a list of `width` scalars
+        for _ in range(1, levels):
+            sizes.append(1 + width * sizes[-1])
+        expanded = 1 + sum(1 + size for size in sizes) + 3  # the root, each key and list, `jobs: {}`
+        refused = any("alias/size budget exceeded" in str(issue) for issue in exc.issues)
+        assert refused == (expanded > yaml_limits.MAX_NODES), (levels, width, expanded, exc.issues)
