@@ -72,6 +72,8 @@ ODD_VALUES = [
     "`tick`",
     "%percent",
 ]
+# A commented-out key line (`# aws:`, `#   region: eu-west-1`), not a line of prose.
+_UNCOMMENT = re.compile(r"^(\s*)# ?(\s*[A-Za-z_]\w*:(?: |$))")
 INSERTS = [
     "\t",
     "\x00",
@@ -111,13 +113,15 @@ def mutate(lines: list[str], operations: list[tuple[int, int, int]]) -> str:
             out[i] = line[:at] + INSERTS[choice % len(INSERTS)] + line[at:]
         elif kind == 4:
             out[i] = " " * (choice % 5) + line.lstrip(" ") if choice % 2 else "  " + line
+        elif kind == 6:  # the commented-out aws:, docker: and ECS job sections come alive
+            out = [_UNCOMMENT.sub(r"\1\2", item) if j >= i else item for j, item in enumerate(out)]
         else:
             out.insert(i, f"{'x' * (choice % 3)}anchor: &a {ODD_VALUES[choice % len(ODD_VALUES)]}")
     return "\n".join(out) + "\n"
 
 
 OPERATIONS = st.lists(
-    st.tuples(st.integers(0, 5), st.integers(0, len(LINES) * 2), st.integers(0, 10_000)),
+    st.tuples(st.integers(0, 6), st.integers(0, len(LINES) * 2), st.integers(0, 10_000)),
     min_size=1,
     max_size=6,
 )
