@@ -510,7 +510,15 @@ def parse_config(
     elif not isinstance(raw_jobs, dict):
         issues.add("jobs", f"must be a mapping of job name → settings, got {raw_jobs!r}")
         raw_jobs = {}
+    names: set[str] = set()
     for name, raw in raw_jobs.items():
+        if name is None or isinstance(name, bool):  # `~:` or `yes:` would become "None", "True"
+            issues.add(f"jobs.{name}", f"{name!r} is not a job name: quote it, or use a name such as nightly")
+            continue
+        if str(name) in names:  # `1:` and `'1':` are two keys, but one job folder and one lock
+            issues.add(f"jobs.{name}", "two jobs have this name (once as a number, once as text): rename one")
+            continue
+        names.add(str(name))
         job = _parse_job(str(name), raw, defaults, retention, memo, issues)
         if job is not None:
             _check_runner_needs(job, aws, issues)

@@ -248,3 +248,15 @@ def test_a_git_url_check_can_be_added_through_the_hook(
     monkeypatch.setattr(config, "GIT_URL_CHECKS", (*config.GIT_URL_CHECKS, lambda url: "no example.com"))
     path = write(tmp_path, "jobs:\n  a:\n    every: 5 minutes\n    git: {url: 'https://example.com/r.git'}\n")
     assert errors_of(path) == [f"{path}:4 jobs.a.git.url: no example.com"]
+
+
+def test_job_names_that_yaml_reads_as_null_bool_or_a_repeated_number_are_refused(
+    tmp_path: Path, project: Path
+) -> None:
+    job = f"{{every: 5 minutes, project_dir: {project}}}"
+    path = write(tmp_path, f"jobs:\n  ~: {job}\n  yes: {job}\n  2: {job}\n  '2': {job}\n")
+    assert errors_of(path) == [
+        f"{path}:1 jobs.None: None is not a job name: quote it, or use a name such as nightly",
+        f"{path}:1 jobs.True: True is not a job name: quote it, or use a name such as nightly",
+        f"{path}:5 jobs.2: two jobs have this name (once as a number, once as text): rename one",
+    ]
