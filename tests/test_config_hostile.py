@@ -260,3 +260,13 @@ def test_job_names_that_yaml_reads_as_null_bool_or_a_repeated_number_are_refused
         f"{path}:1 jobs.True: True is not a job name: quote it, or use a name such as nightly",
         f"{path}:5 jobs.2: two jobs have this name (once as a number, once as text): rename one",
     ]
+
+
+def test_values_pyyaml_cannot_build_are_located(tmp_path: Path, project: Path) -> None:
+    for value, reason in (
+        ("2026-13-45", "month must be in 1..12"),
+        ("!!int abc", "invalid literal for int()"),
+    ):
+        path = job_file(tmp_path, project, f"    description: {value}\n")
+        [message] = errors_of(path)
+        assert message.startswith(f"{path}:5: invalid value ") and reason in message, message
