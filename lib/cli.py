@@ -318,6 +318,7 @@ def cmd_run_now(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The daemon, in the foreground (systemd runs it like this)."""
+    from lib.app import default_runners
     from lib.config import load_config
     from lib.daemon import Daemon
 
@@ -344,7 +345,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     app.service.listeners.append(on_record)
     daemon = Daemon(
-        app.config, app.service, app.clock, reload_config=lambda: load_config(path), on_line=on_line
+        app.config,
+        app.service,
+        app.clock,
+        reload_config=lambda: load_config(path),
+        on_line=on_line,
+        # On SIGHUP the runners are rebuilt the way build_app built them, when their
+        # settings changed (a job with a new runner, an edited `aws:` or `docker:`).
+        runner_factory=lambda config: default_runners(config, app.service.base_env),
     )
     # The handlers only set flags and wake the loop (Daemon.request_stop): a second SIGTERM
     # cuts the shutdown grace short, and the loop's thread does the cancelling.

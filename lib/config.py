@@ -36,6 +36,7 @@ from lib.durations import parse_duration
 from lib.errors import ConfigError, ConfigIssue
 from lib.models import AwsSettings, DockerSettings, GitSource, Job, Retention, Trigger
 from lib.triggers import parse_cron, parse_every
+from lib.yaml_limits import MAX_DEPTH, budget_issue, check_nodes, duplicate_key, read_text
 
 RUNNERS = ("local", "docker", "ecs")
 OVERLAP_POLICIES = ("skip", "allow")
@@ -85,8 +86,19 @@ GIT_KEYS = ("url", "ref", "subdir")
 # describing it more often than once a second per run only spends that budget and
 # invites ThrottlingException for everyone in the account.
 MIN_POLL_INTERVAL = 1.0
-JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Matched with fullmatch: `$` also matches before a trailing newline, and a job name
+# becomes a folder name and a lock file.
+JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# C0 controls and DEL: no path, name, image or command has a use for them, and a NUL
+# makes every system call that meets it raise ("embedded null byte").
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Upper bounds on whole numbers, so a typo of a few extra digits is an error here and not
+# an OverflowError in timedelta, SQLite or a thread pool later.
+MAX_PARALLEL = 1024
+MAX_KEEP_DAYS = 36_500  # a century
+MAX_COUNT = 2**31 - 1  # ECS cpu/memory, log retention days, kept failed runs: an INT32 field
+MAX_START_RETRIES = 100
 DEFAULT_STATE_DIR = "state"
 DEFAULT_MAX_PARALLEL = 4
 DEFAULT_SHUTDOWN_GRACE = 30.0
@@ -127,12 +139,12 @@ def load_config(path: Path | str) -> Config:
     """Read and validate a jobs.yaml; raises ConfigError naming the file and line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)  # refuses files past the size budget and bytes that are not UTF-8
     except FileNotFoundError:
         raise ConfigError(
             [ConfigIssue("", "file not found: pass --config PATH or create it (see README)", file=str(path))]
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError([ConfigIssue("", f"cannot read file: {exc}", file=str(path))]) from None
     # A load allocates a few hundred thousand objects and keeps most of them, so each
     # cyclic-GC pass during it walks an ever larger heap, for nothing: loading makes no
@@ -155,15 +167,19 @@ def _parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
     The event reader (`_read_events`) handles what jobs.yaml files are made of. On
     anything else (anchors, aliases, tags, merge keys, several documents, invalid YAML)
     it gives up and PyYAML's loader (`_read_nodes`) reads the file, so data, errors and
-    messages are always PyYAML's.
+    messages are always PyYAML's. Both refuse duplicate keys (naming both lines); the
+    node reader also refuses documents past the budgets of lib/yaml_limits.py (aliases
+    expanding past MAX_NODES, nesting past MAX_DEPTH) before building any object.
     """
     loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster on 10k jobs
     try:
-        return _read_events(text, loader_cls)
-    except Exception:  # whatever it does not handle, invalid YAML included: PyYAML decides
+        return _read_events(text, loader_cls, source)
+    except ConfigError:  # duplicate keys, deep nesting: the node reader would find them again
+        raise
+    except Exception:  # whatever it does not handle, invalid YAML and deep recursion included
         pass
     try:
-        return _read_nodes(text, loader_cls)
+        return _read_nodes(text, loader_cls, source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -171,31 +187,51 @@ def _parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
         raise ConfigError([ConfigIssue("", f"invalid YAML: {problem}", line=line, file=source)]) from None
 
 
-def _read_nodes(text: str, loader_cls: type) -> tuple[Any, dict[str, int]]:
-    """What `_parse_yaml` returns, read by PyYAML's composer and constructor: the reference."""
+def _read_nodes(text: str, loader_cls: type, source: str = "jobs.yaml") -> tuple[Any, dict[str, int]]:
+    """What `_parse_yaml` returns, read by PyYAML's composer and constructor: the reference.
+
+    The composed node graph (aliases are shared nodes, so it is small even for an alias
+    bomb) goes through `check_nodes` before the constructor runs: budgets, duplicate keys
+    and the line of each key, every node visited once.
+    """
     loader = loader_cls(text)
     try:
         node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
+        lines = check_nodes(node, source) if node is not None else {}
+        try:
+            data = loader.construct_document(node) if node is not None else None
+        except (ValueError, OverflowError, TypeError) as exc:
+            # SafeConstructor lets int()/float()/datetime() errors through without a mark
+            # (`2026-13-45`, `!!int abc`, 5,000 digits): find the scalar that raised it.
+            raise ConfigError([_bad_scalar(node, exc, source)]) from None
     finally:
         loader.dispose()
-    lines: dict[str, int] = {}
-    if node is not None:
-        _index_lines(node, "", lines)
     return data, lines
 
 
-def _index_lines(node: yaml.Node, prefix: str, out: dict[str, int]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            path = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
-            out[path] = key_node.start_mark.line + 1
-            _index_lines(value_node, path, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            path = f"{prefix}[{i}]"
-            out[path] = item.start_mark.line + 1
-            _index_lines(item, path, out)
+def _bad_scalar(root: yaml.Node, exc: Exception, source: str) -> ConfigIssue:
+    """The issue for the first scalar the constructor cannot build, with its line."""
+    stack, seen = [root], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            constructor = _CONSTRUCTOR.yaml_constructors.get(node.tag)
+            if node.tag in _CONSTRUCTED_TAGS and constructor is not None:
+                try:
+                    constructor(_CONSTRUCTOR, node)
+                except (ValueError, OverflowError, TypeError) as error:
+                    line = node.start_mark.line + 1
+                    return ConfigIssue(
+                        "", f"invalid value {_shown(node.value)}: {error}", line=line, file=source
+                    )
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(item for pair in reversed(node.value) for item in reversed(pair))
+    return ConfigIssue("", f"invalid value: {exc}", file=source)
 
 
 class _Unsupported(Exception):
@@ -211,7 +247,7 @@ _CONSTRUCTED_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:ya
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 
 
-def _read_events(text: str, loader_cls: type) -> tuple[Any, dict[str, int]]:
+def _read_events(text: str, loader_cls: type, source: str = "jobs.yaml") -> tuple[Any, dict[str, int]]:
     """What `_parse_yaml` returns, built straight from libyaml's parse events.
 
     On the 10,000-job bench file `_read_nodes` takes ~2.2 s, ~1.1 s with the GC paused
@@ -222,7 +258,8 @@ def _read_events(text: str, loader_cls: type) -> tuple[Any, dict[str, int]]:
     SafeLoader reads it: `yes`/`off` are booleans, `~` and an empty value are null, `012`
     is octal) and SafeConstructor's own functions, so the data equals `yaml.safe_load`'s.
     Raises `_Unsupported` on anchors, aliases, explicit tags, merge keys (`<<`), keys
-    that are collections, other implicit tags and streams that are not one document.
+    that are collections, other implicit tags and streams that are not one document, and
+    ConfigError listing every duplicate key (two keys of one mapping with equal values).
     """
     if loader_cls.yaml_path_resolvers:
         raise _Unsupported("path resolvers")
@@ -231,6 +268,8 @@ def _read_events(text: str, loader_cls: type) -> tuple[Any, dict[str, int]]:
     constructors = loader_cls.yaml_constructors
     resolved: dict[str, Any] = {}  # plain scalar text → value: keys and values repeat a lot
     lines: dict[str, int] = {}
+    duplicates: list[ConfigIssue] = []
+    depth = 0  # collections open around the current event
     scalar_event, mapping_end, sequence_end = yaml.ScalarEvent, yaml.MappingEndEvent, yaml.SequenceEndEvent
 
     def resolve(value: str) -> Any:
@@ -264,24 +303,38 @@ def _read_events(text: str, loader_cls: type) -> tuple[Any, dict[str, int]]:
                 return value
             found = resolved.get(value, _MISSING)
             return resolve(value) if found is _MISSING else found
-        if kind is yaml.MappingStartEvent:
-            return mapping(path)
-        if kind is yaml.SequenceStartEvent:
-            return sequence(path)
-        raise _Unsupported(kind.__name__)
+        if kind is not yaml.MappingStartEvent and kind is not yaml.SequenceStartEvent:
+            raise _Unsupported(kind.__name__)
+        nonlocal depth
+        depth += 1
+        if depth > MAX_DEPTH:  # as check_nodes refuses it: the same file, the same answer
+            line = event.start_mark.line + 1
+            raise budget_issue(source, f"nesting deeper than {MAX_DEPTH} levels", line, "nesting")
+        try:
+            return mapping(path) if kind is yaml.MappingStartEvent else sequence(path)
+        finally:
+            depth -= 1
 
     def mapping(prefix: str) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
+        # Keys as written, with their type: as `check_nodes` compares them (`1` and `true`
+        # are equal dict keys, yet no one wrote the same key twice).
+        seen: dict[tuple[type, str], int] = {}
         while True:
             event = get_event()
             if type(event) is not scalar_event:
                 if type(event) is mapping_end:
                     return result
                 raise _Unsupported("a key that is not a scalar")
-            raw = event.value  # as in `_index_lines`, the key's text as written names it
+            raw = event.value  # as in `check_nodes`, the key's text as written names it
             path = f"{prefix}.{raw}" if prefix else raw
-            lines[path] = event.start_mark.line + 1
+            line = event.start_mark.line + 1
             key = node(event, path)
+            name = (key.__class__, raw)
+            if name in seen:
+                duplicates.append(duplicate_key(path, seen[name], line, source))
+            else:
+                seen[name] = lines[path] = line
             event = get_event()
             # Most values are plain untagged scalars: look them up here, without `node`.
             if (
@@ -293,7 +346,7 @@ def _read_events(text: str, loader_cls: type) -> tuple[Any, dict[str, int]]:
                 value = resolved.get(event.value, _MISSING)
                 result[key] = resolve(event.value) if value is _MISSING else value
             else:
-                result[key] = node(event, path)  # a repeated key: the last one wins, as in PyYAML
+                result[key] = node(event, path)
 
     def sequence(prefix: str) -> list[Any]:
         result: list[Any] = []
@@ -320,6 +373,8 @@ def _read_events(text: str, loader_cls: type) -> tuple[Any, dict[str, int]]:
             raise _Unsupported("more than one document")
     finally:
         loader.dispose()
+    if duplicates:
+        raise ConfigError(duplicates)
     return data, lines
 
 
@@ -412,12 +467,21 @@ def parse_config(
 
     state_dir_value = data.get("state_dir", DEFAULT_STATE_DIR)
     if not isinstance(state_dir_value, str) or not state_dir_value:
-        issues.add("state_dir", f"must be a path (string), got {state_dir_value!r}")
+        issues.add("state_dir", f"must be a path (string), got {_shown(state_dir_value)}")
+        state_dir_value = DEFAULT_STATE_DIR
+    elif "\0" in state_dir_value:
+        issues.add("state_dir", _NUL_IN_PATH)
         state_dir_value = DEFAULT_STATE_DIR
     state_dir = _resolve_path(state_dir_value, base_dir)
     max_parallel = data.get("max_parallel", DEFAULT_MAX_PARALLEL)
-    if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
-        issues.add("max_parallel", f"must be a whole number ≥ 1, got {max_parallel!r}")
+    if (
+        isinstance(max_parallel, bool)
+        or not isinstance(max_parallel, int)
+        or not 1 <= max_parallel <= MAX_PARALLEL
+    ):
+        issues.add(
+            "max_parallel", f"must be a whole number from 1 to {MAX_PARALLEL}, got {_shown(max_parallel)}"
+        )
         max_parallel = DEFAULT_MAX_PARALLEL
     memo = _Memo(base_dir)
     shutdown_grace = _duration_or_issue(
@@ -446,7 +510,15 @@ def parse_config(
     elif not isinstance(raw_jobs, dict):
         issues.add("jobs", f"must be a mapping of job name → settings, got {raw_jobs!r}")
         raw_jobs = {}
+    names: set[str] = set()
     for name, raw in raw_jobs.items():
+        if name is None or isinstance(name, bool):  # `~:` or `yes:` would become "None", "True"
+            issues.add(f"jobs.{name}", f"{name!r} is not a job name: quote it, or use a name such as nightly")
+            continue
+        if str(name) in names:  # `1:` and `'1':` are two keys, but one job folder and one lock
+            issues.add(f"jobs.{name}", "two jobs have this name (once as a number, once as text): rename one")
+            continue
+        names.add(str(name))
         job = _parse_job(str(name), raw, defaults, retention, memo, issues)
         if job is not None:
             _check_runner_needs(job, aws, issues)
@@ -472,7 +544,7 @@ def _parse_job(
 ) -> Job | None:
     where = f"jobs.{name}"
     before = len(issues.items)
-    if not JOB_NAME.match(name):
+    if not JOB_NAME.fullmatch(name):
         issues.add(where, "job names use letters, digits, '_', '-' and '.', up to 64 characters")
     if raw is None:
         raw = {}
@@ -496,7 +568,9 @@ def _parse_job(
     project_dir = _optional_path(merged, "project_dir", memo, key_path, issues)
     git = _git(merged.get("git"), key_path("git"), issues)
     if project_dir is None and git is None:
-        issues.add(where, "set `project_dir` (a local dbt project) or `git: {url: …}` to say what to run")
+        # A bad value of either is reported at its key already; this is for neither written.
+        if merged.get("project_dir") is None and merged.get("git") is None:
+            issues.add(where, "set `project_dir` (a local dbt project) or `git: {url: …}` to say what to run")
     elif project_dir is not None and git is not None:
         issues.add(where, "set either `project_dir` or `git`, not both")
     elif project_dir is not None and not memo.is_file(project_dir, "dbt_project.yml"):
@@ -605,8 +679,9 @@ def _aws(value: Any, memo: _Memo, issues: _Issues) -> AwsSettings | None:
     for key in ("cpu", "memory", "log_retention_days", "start_retries"):
         if key in known:
             number = known[key]
-            if isinstance(number, bool) or not isinstance(number, int) or number < 0:
-                issues.add(f"aws.{key}", f"must be a whole number, got {number!r}")
+            limit = MAX_START_RETRIES if key == "start_retries" else MAX_COUNT
+            if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number <= limit:
+                issues.add(f"aws.{key}", f"must be a whole number from 0 to {limit}, got {_shown(number)}")
             else:
                 settings[key] = number
     for key in ("poll_interval", "start_retry_backoff"):
@@ -624,6 +699,8 @@ def _aws(value: Any, memo: _Memo, issues: _Issues) -> AwsSettings | None:
         if key in known:
             if not isinstance(known[key], str):
                 issues.add(f"aws.{key}", "must be a path (string)")
+            elif "\0" in known[key]:
+                issues.add(f"aws.{key}", _NUL_IN_PATH)
             else:
                 settings[key] = memo.path(known[key])
     if "assign_public_ip" in known:
@@ -638,8 +715,10 @@ def _aws(value: Any, memo: _Memo, issues: _Issues) -> AwsSettings | None:
     for key in AWS_KEYS:
         if key in known and key not in _AWS_TYPED_KEYS:
             item = known[key]
-            if not isinstance(item, str) or not item:
-                issues.add(f"aws.{key}", f"must be a non-empty string, got {item!r}")
+            if not isinstance(item, str) or not item or CONTROL.search(item):
+                issues.add(
+                    f"aws.{key}", f"must be a non-empty string of printable characters, got {_shown(item)}"
+                )
             else:
                 settings[key] = item
     if len(issues.items) > before:
@@ -789,7 +868,10 @@ def _optional_path(
     if value is None:
         return None
     if not isinstance(value, str) or not value:
-        issues.add(key_path(key), f"must be a path (string), got {value!r}")
+        issues.add(key_path(key), f"must be a path (string), got {_shown(value)}")
+        return None
+    if "\0" in value:
+        issues.add(key_path(key), _NUL_IN_PATH)
         return None
     return memo.path(value)
 
@@ -799,7 +881,10 @@ def _optional_str(merged: dict, key: str, key_path: Callable[[str], str], issues
     if value is None:
         return None
     if not isinstance(value, str) or not value:
-        issues.add(key_path(key), f"must be a non-empty string, got {value!r}")
+        issues.add(key_path(key), f"must be a non-empty string, got {_shown(value)}")
+        return None
+    if CONTROL.search(value):
+        issues.add(key_path(key), f"contains a control character (newline, tab, NUL…): {_shown(value)}")
         return None
     return value
 
@@ -817,9 +902,11 @@ def _git(value: Any, path: str, issues: _Issues) -> GitSource | None:
     if not isinstance(url, str) or not url:
         issues.add(f"{path}.url", "missing: the repository URL (https://…, git@…, or file:///…)")
         return None
-    if re.match(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]*@", url):
-        issues.add(f"{path}.url", "contains a password or token: pass it as env DBT_ENV_SECRET_GIT_TOKEN")
-        return None
+    for check in GIT_URL_CHECKS:
+        problem = check(url)
+        if problem is not None:
+            issues.add(f"{path}.url", problem)
+            return None
     ref, subdir = value.get("ref"), value.get("subdir")
     for key, item in (("ref", ref), ("subdir", subdir)):
         if item is not None and (not isinstance(item, str | int) or isinstance(item, bool)):
@@ -829,6 +916,51 @@ def _git(value: Any, path: str, issues: _Issues) -> GitSource | None:
         ref=str(ref) if ref is not None else None,
         subdir=str(subdir) if subdir is not None else None,
     )
+
+
+# Schemes git fetches over that a scheduled job can use (`git clone` also takes ext::,
+# which runs a command, and fd::, neither of which belongs in a config file).
+GIT_SCHEMES = ("https", "http", "ssh", "git", "file")
+_SCP_LIKE = re.compile(r"(?:[A-Za-z0-9._-]+@)?(?P<host>[A-Za-z0-9.-]+):(?P<path>[^/:].*|/.+)")
+_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<host>[^/]*)(?P<path>/.*)?")
+
+
+def _git_url_shape(url: str) -> str | None:
+    """Why `url` is not a repository URL git can fetch, or None.
+
+    Accepted: `https|http|ssh|git://host/path` (host and path non-empty), `file:///path`,
+    and scp-like `[user@]host:path` (git@github.com:org/repo.git). No whitespace or
+    control characters anywhere: git would read them as the end of the URL or refuse.
+    """
+    hint = "use https://host/org/repo.git, ssh://git@host/org/repo.git, git@host:org/repo.git or file:///path"
+    if CONTROL.search(url) or any(c.isspace() for c in url):
+        return f"contains whitespace or a control character: {_shown(url)}; {hint}"
+    match = _URL.fullmatch(url)
+    if match is not None:
+        scheme = match["scheme"].lower()
+        if scheme not in GIT_SCHEMES:
+            return f"scheme {scheme!r} is not one git fetches here ({', '.join(GIT_SCHEMES)}); {hint}"
+        if scheme != "file" and not match["host"].rsplit("@", 1)[-1]:
+            return f"{_shown(url)} names no host; {hint}"
+        if scheme == "file" and match["host"]:
+            return f"{_shown(url)}: a file URL has three slashes, file:///absolute/path"
+        if not (match["path"] or "/").strip("/"):
+            return f"{_shown(url)} names no repository path; {hint}"
+        return None
+    if "://" not in url and _SCP_LIKE.fullmatch(url):
+        return None
+    return f"{_shown(url)} is not a git URL; {hint}"
+
+
+def _git_url_password(url: str) -> str | None:
+    if re.match(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]*@", url):
+        return "contains a password or token: pass it as env DBT_ENV_SECRET_GIT_TOKEN"
+    return None
+
+
+# Each check takes the URL and returns why it is refused, or None; the first refusal is
+# reported. The hook for rules about what a URL may carry (credentials, hosts).
+GIT_URL_CHECKS: tuple[Callable[[str], str | None], ...] = (_git_url_shape, _git_url_password)
 
 
 def _commands(value: Any, path: str, issues: _Issues, memo: _Memo) -> tuple[tuple[str, ...], frozenset[int]]:
@@ -861,7 +993,10 @@ def _commands(value: Any, path: str, issues: _Issues, memo: _Memo) -> tuple[tupl
                 allowed.add(i)
             where = f"{where}.run"
         if not isinstance(command, str):
-            issues.add(where, f"must be a dbt command (string) or {{run: …}}, got {command!r}")
+            issues.add(where, f"must be a dbt command (string) or {{run: …}}, got {_shown(command)}")
+            continue
+        if "\0" in command:
+            issues.add(where, "contains a NUL byte: no process can take it as an argument")
             continue
         checked = memo.commands.get(command)
         if checked is None:
@@ -885,16 +1020,19 @@ def _retention(value: Any, inherited: Retention, path: str, issues: _Issues) -> 
         return inherited
     _check_unknown(value, RETENTION_KEYS, path, issues)
     settings: dict[str, int | None] = {}
-    for key, minimum, meaning in (
-        ("keep_days", 1, "days, or null to keep runs forever"),
-        ("keep_failed_work", 0, "runs, or null to keep every failed run's work/"),
+    for key, minimum, maximum, meaning in (
+        ("keep_days", 1, MAX_KEEP_DAYS, "days, or null to keep runs forever"),
+        ("keep_failed_work", 0, MAX_COUNT, "runs, or null to keep every failed run's work/"),
     ):
         if key not in value:
             continue
         number = value[key]
         whole = isinstance(number, int) and not isinstance(number, bool)
-        if number is not None and (not whole or number < minimum):
-            issues.add(f"{path}.{key}", f"must be a whole number ≥ {minimum} of {meaning}, got {number!r}")
+        if number is not None and (not whole or not minimum <= number <= maximum):
+            issues.add(
+                f"{path}.{key}",
+                f"must be a whole number ≥ {minimum} of {meaning} (at most {maximum}), got {_shown(number)}",
+            )
             continue
         settings[key] = number
     return replace(inherited, **settings)
@@ -909,11 +1047,14 @@ def _env(value: Any, path: str, issues: _Issues, memo: _Memo) -> dict[str, str]:
         if item.__class__ is str and name in memo.env_names:  # the usual case, without the regex
             env[name] = item
             continue
-        if not isinstance(name, str) or not ENV_NAME.match(name):
+        if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
             issues.add(f"{path}.{name}", "is not a valid environment variable name")
             continue
         if isinstance(item, dict | list) or item is None:
-            issues.add(f"{path}.{name}", f"must be a string or number, got {item!r}")
+            issues.add(f"{path}.{name}", f"must be a string or number, got {_shown(item)}")
+            continue
+        if isinstance(item, str) and "\0" in item:  # the OS cannot pass it: execve takes C strings
+            issues.add(f"{path}.{name}", "contains a NUL byte, which no environment variable can hold")
             continue
         env[name] = ("true" if item else "false") if isinstance(item, bool) else str(item)
         memo.env_names.add(name)
@@ -950,3 +1091,12 @@ def _duration_or_issue(
         issues.add(path, seconds)
         return None
     return seconds
+
+
+_NUL_IN_PATH = "contains a NUL byte, which no path can hold: remove it"
+
+
+def _shown(value: Any) -> str:
+    """`value` as a message quotes it, cut to 60 characters: a document may hold megabytes."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."

@@ -28,11 +28,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from lib.clock import Clock
 from lib.config import Config
@@ -43,7 +44,7 @@ from lib.locks import daemon_lock
 from lib.models import Job, RunRecord, RunRequest, TriggerKind
 from lib.policies import Decision, decide_due, initial_next_fire, overlap_blocks
 from lib.retention import prune_and_log
-from lib.runners.base import CancelToken
+from lib.runners.base import CancelToken, Runner
 
 log = logging.getLogger("dbt_scheduler")
 
@@ -71,11 +72,15 @@ class Daemon:
         reload_config: Callable[[], Config] | None = None,
         executor_factory: ExecutorFactory = _thread_pool,
         on_line: Callable[[RunRequest, str], None] | None = None,
+        runner_factory: Callable[[Config], Mapping[str, Runner]] | None = None,
     ) -> None:
         self.config = config
         self.service = service
         self.clock = clock
         self.reload_config = reload_config
+        # Builds the runners a config needs (lib/app.py's `default_runners`); reload calls
+        # it when the runner settings change. None: the runners stay as built at start.
+        self.runner_factory = runner_factory
         self.executor_factory = executor_factory
         self.on_line = on_line
         self.next_fire: dict[str, datetime] = {}
@@ -303,7 +308,14 @@ class Daemon:
         self._executor.submit(prune_and_log, self.config, self.history, now, lambda: self._stop_requested)
 
     def reload(self) -> bool:
-        """Re-read jobs.yaml; on any error keep the last good config. True when the new one is in force."""
+        """Re-read jobs.yaml; on any error keep the last good config. True when the new one is in force.
+
+        When the runner settings change (`aws:`, `docker:`, or the set of runners the jobs
+        use), the runners are rebuilt through `runner_factory` before the new config takes
+        effect, so a job added with a new runner runs without a restart; runs already
+        going keep the runner they started with. A factory that fails keeps the last good
+        config and runners, like an invalid file.
+        """
         if self.reload_config is None:
             return False
         try:
@@ -316,6 +328,13 @@ class Daemon:
         except Exception as exc:
             log.error("reload failed (%s): keeping the last good config", exc)
             return False
+        runners = None
+        if self.runner_factory is not None and _runner_settings(new) != _runner_settings(self.config):
+            try:
+                runners = self.runner_factory(new)
+            except Exception as exc:  # RunnerError, a missing engine, boto3 refusing settings
+                log.error("reload failed: cannot build the runners (%s): keeping the last good config", exc)
+                return False
         if new.state_dir != self.config.state_dir:
             log.warning("reload: state_dir changes take effect only after a restart")
             new = _with_state_dir(new, self.config.state_dir)
@@ -326,6 +345,9 @@ class Daemon:
             for name, fire in self.next_fire.items()
             if name in new.jobs and _same_schedule(self.config.jobs[name], new.jobs[name])
         }
+        if runners is not None:
+            self.service.runners = runners
+            log.info("reload: runner settings changed, runners rebuilt (%s)", ", ".join(sorted(runners)))
         self.config = new
         self.next_fire = {}
         self._plan(new.jobs.values(), self.clock.now(), keep)
@@ -383,6 +405,11 @@ class Daemon:
     def active_runs(self) -> dict[str, int]:
         with self._lock:
             return {job: len(runs) for job, runs in self._active.items()}
+
+
+def _runner_settings(config: Config) -> tuple[Any, ...]:
+    """What `default_runners` builds the runners from: when it changes, they are rebuilt."""
+    return (frozenset(job.runner for job in config.jobs.values()), config.aws, config.docker)
 
 
 def _same_schedule(old: Job, new: Job) -> bool:

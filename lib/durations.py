@@ -22,6 +22,12 @@ for _names, _seconds in (
     for _name in _names:
         _UNIT_SECONDS[_name] = _seconds
 
+# The longest duration accepted: a timeout or grace period of more than a year means a
+# typo, and anything near timedelta's or threading's limits overflows where it is used
+# (`timedelta(seconds=1e30)` raises OverflowError in the run path, not here).
+MAX_SECONDS = 366 * 86400
+_TOO_LONG = "at most 366 days"
+
 _NUMBER = re.compile(r"\d+(?:\.\d+)?|\.\d+")
 # One or more "<number><optional spaces><unit>" parts, optionally separated by spaces/commas.
 _PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([a-z]+)[\s,]*")
@@ -33,16 +39,20 @@ def parse_duration(value: str | int | float) -> float:
 
     Accepted units: s/sec/second(s), m/min/minute(s), h/hr/hour(s), d/day(s), w/week(s);
     parts may be combined ("1h30m", "1 day 2 hours") and a bare number ("90", 90, 1.5)
-    means seconds. Zero, negative, infinite or unreadable values raise `ValueError` with a
-    sentence naming the accepted forms, e.g. "'abc' is not a duration: use e.g. 90s, 15m,
-    2h or 1h30m".
+    means seconds. Zero, negative, infinite, over 366 days (`MAX_SECONDS`) or unreadable
+    values raise `ValueError` with a sentence naming the accepted forms, e.g. "'abc' is not
+    a duration: use e.g. 90s, 15m, 2h or 1h30m".
     """
     if isinstance(value, bool):  # bool is an int: `timeout: yes` must not mean 1 second
         raise ValueError(f"{value!r} is not a duration: {_HINT}")
     if isinstance(value, int | float):
+        if isinstance(value, int) and value > MAX_SECONDS:  # float() of a huge int overflows
+            raise ValueError(f"{_shown(value)} is not a duration: {_TOO_LONG}; {_HINT}")
         seconds = float(value)
         if not math.isfinite(seconds) or seconds <= 0:
             raise ValueError(f"{value!r} is not a duration: it must be more than zero; {_HINT}")
+        if seconds > MAX_SECONDS:
+            raise ValueError(f"{value!r} is not a duration: {_TOO_LONG}; {_HINT}")
         return seconds
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a duration: {_HINT}")
@@ -67,7 +77,15 @@ def parse_duration(value: str | int | float) -> float:
         raise ValueError(f"{value!r} is not a duration: {_HINT}")
     if seconds <= 0:
         raise ValueError(f"{value!r} is not a duration: it must be more than zero; {_HINT}")
+    if seconds > MAX_SECONDS:  # also `inf`: float() reads 400 nines as infinity
+        raise ValueError(f"{_shown(value)} is not a duration: {_TOO_LONG}; {_HINT}")
     return seconds
+
+
+def _shown(value: object) -> str:
+    """`value` as messages quote it, cut short: a 400-digit number is not worth echoing."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def format_duration(seconds: float | None) -> str:

@@ -7,7 +7,10 @@ held by another process. A dbt run that fails is not an exception: it is a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class SchedulerError(Exception):
@@ -22,12 +25,17 @@ class ConfigIssue:
     message: str
     line: int | None = None  # 1-based line in the file, when known
     file: str | None = None
+    column: int | None = None  # 1-based, where a line alone does not find it (a bad byte)
 
     def __str__(self) -> str:
         where = self.file or "jobs.yaml"
         if self.line is not None:
             where = f"{where}:{self.line}"
-        return f"{where} {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+            if self.column is not None:
+                where = f"{where}:{self.column}"
+        text = f"{where} {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        # One issue, one line: a key or value with a newline or NUL in it is shown escaped.
+        return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 class ConfigError(SchedulerError):

@@ -603,6 +603,12 @@ _SCHEDULER = schedule.Scheduler()
 _WEEK_ANCHOR = -3  # days from 1970-01-01 (a Thursday) back to the Monday of its week
 
 
+# The longest `every` period: ten years keeps every fire time inside datetime's range
+# (year 9999) for as long as anyone will run this, and is no real limit on a schedule.
+_MAX_EVERY_DAYS = 3653
+_EVERY_UNIT_SECONDS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}
+
+
 class _Every(NamedTuple):
     unit: str  # seconds | minutes | hours | days | weeks (schedule's own words)
     interval: int
@@ -628,6 +634,10 @@ def _parse_every(phrase: str) -> _Every:
             f"unknown unit {word!r}; use seconds, minutes, hours, days, weeks or a weekday "
             "(monday to sunday)",
         )
+    # Checked before int(): Python refuses to convert strings of more than 4,300 digits,
+    # and a period past a few years overflows datetime arithmetic in next_after.
+    if number is not None and len(number.lstrip("0")) > 9:
+        raise _every_error(phrase, f"the number is too large: at most {_MAX_EVERY_DAYS} days in all")
     interval = int(number) if number is not None else 1
     if interval < 1:
         raise _every_error(phrase, f"the number must be at least 1; {_EVERY_HINT}")
@@ -646,6 +656,10 @@ def _parse_every(phrase: str) -> _Every:
         instead = f"write {interval // 24} days" if interval % 24 == 0 else "use days or a cron schedule"
         raise _every_error(
             phrase, f"hour intervals restart at local midnight, so the number must be 1-24; {instead}"
+        )
+    if interval * _EVERY_UNIT_SECONDS.get(job.unit, 0) > _MAX_EVERY_DAYS * 86400:
+        raise _every_error(
+            phrase, f"the period is too long: at most {_MAX_EVERY_DAYS} days; use a cron schedule"
         )
     if at is not None:
         daily = job.unit == "days" or job.start_day is not None

@@ -569,3 +569,56 @@ def test_a_stop_request_landing_while_runs_are_being_cancelled_does_not_deadlock
     assert not loop.is_alive(), "shutdown deadlocked on a stop request made while cancelling"
     [run] = runs_of(app, "long")
     assert run["outcome"] == "cancelled"
+
+
+def test_reload_rebuilds_the_runners_when_their_settings_change(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    """A job added with a new runner runs after SIGHUP, not "no runner 'docker' is configured"."""
+    local_only = make_config({"a": {"every": "1 hour"}})
+    with_docker = make_config(
+        {"a": {"every": "1 hour"}, "d": {"every": "1 hour", "runner": "docker"}},
+        docker={"engine": "podman", "image": "img:1"},
+    )
+    other_image = make_config(
+        {"a": {"every": "1 hour"}, "d": {"every": "1 hour", "runner": "docker"}},
+        docker={"engine": "podman", "image": "img:2"},
+    )
+    app = make_app(local_only)
+    versions = [with_docker, with_docker, other_image]
+    built: list[Config] = []
+
+    def factory(config: Config) -> dict[str, Any]:
+        built.append(config)
+        return {kind: FakeRunner() for kind in ("local", "docker")}
+
+    daemon = daemon_for(app, reload_config=lambda: versions.pop(0), runner_factory=factory)
+    daemon.start()
+    assert daemon.reload() is True
+    assert built == [with_docker] and set(app.service.runners) == {"local", "docker"}
+    daemon.run_forever(until=START + timedelta(hours=2))
+    assert [r["outcome"] for r in runs_of(app, "d")] == ["succeeded", "succeeded"]
+    assert daemon.reload() is True  # the same runner settings: nothing rebuilt
+    assert built == [with_docker]
+    assert daemon.reload() is True  # another docker image: rebuilt
+    assert built == [with_docker, other_image]
+    daemon.shutdown()
+
+
+def test_reload_keeps_config_and_runners_when_the_runner_factory_fails(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    app = make_app(make_config({"a": {"every": "1 hour"}}))
+    runners = app.service.runners
+    with_docker = make_config({"a": {"every": "1 hour"}, "d": {"every": "1 hour", "runner": "docker"}})
+
+    def factory(config: Config) -> dict[str, Any]:
+        raise RuntimeError("podman is not installed")
+
+    daemon = daemon_for(app, reload_config=lambda: with_docker, runner_factory=factory)
+    daemon.start()
+    assert daemon.reload() is False
+    assert set(daemon.config.jobs) == {"a"} and app.service.runners is runners
+    daemon.run_forever(until=START + timedelta(hours=2))
+    assert [r["outcome"] for r in runs_of(app, "a")] == ["succeeded", "succeeded"]
+    daemon.shutdown()
