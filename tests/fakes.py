@@ -82,6 +82,22 @@ class InlineExecutor(Executor):
         return future
 
 
+class InlineThread:
+    """What `Daemon(spawn=inline_spawn)` gets: the work ran at once on the calling thread."""
+
+    def is_alive(self) -> bool:
+        return False
+
+    def join(self, timeout: float | None = None) -> None:
+        return None
+
+
+def inline_spawn(name: str, work: Callable[[], object]) -> InlineThread:
+    """A `Spawn` for deterministic daemon tests: background work (the prune) runs inline."""
+    work()
+    return InlineThread()
+
+
 class FakeRunner:
     """Returns scripted outcomes, records what it was asked to run, and can take (fake) time."""
 

@@ -18,13 +18,14 @@ from lib.errors import ConfigError, ConfigIssue, LockedError
 from lib.models import RunOutcome, RunRequest, RunStatus, TriggerKind
 from lib.runners.base import CancelToken, RunContext
 from tests.conftest import START
-from tests.fakes import CrashingRunner, FakeClock, FakeRunner, InlineExecutor, SteppingClock
+from tests.fakes import CrashingRunner, FakeClock, FakeRunner, InlineExecutor, SteppingClock, inline_spawn
 
 WEEK = timedelta(days=7)
 
 
 def daemon_for(app: App, **kw: Any) -> Daemon:
     kw.setdefault("executor_factory", lambda n: InlineExecutor())
+    kw.setdefault("spawn", inline_spawn)
     return Daemon(app.config, app.service, app.clock, **kw)
 
 
