@@ -82,6 +82,32 @@ class InlineExecutor(Executor):
         return future
 
 
+class ManualExecutor(Executor):
+    """Holds submitted work until the test runs it: a submitted run is "running" meanwhile.
+
+    `run_all()` runs what was submitted, in order, on the calling thread (work submitted
+    while it runs is run too), so a test decides when a slot frees.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+        self.submitted = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        self.pending.append((fn, args, kwargs))
+        self.submitted += 1
+        future: Future = Future()
+        return future
+
+    def run_all(self) -> None:
+        while self.pending:
+            fn, args, kwargs = self.pending.pop(0)
+            fn(*args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.run_all()
+
+
 class InlineThread:
     """What `Daemon(spawn=inline_spawn)` gets: the work ran at once on the calling thread."""
 
