@@ -128,7 +128,9 @@ class Daemon:
         self._lockfile = daemon_lock(config.state_dir)
         self._executor: Executor | None = None
         self._queue: list[_Queued] = []  # oldest first; at most one per job
-        self._published: tuple[str, ...] = ()  # run ids of the queue as last written
+        self._published: tuple[str, ...] | None = None  # run ids of the queue as last written
+        # The pool's size: a reload's new max_parallel takes effect only after a restart.
+        self._slots = config.max_parallel
         self.spawn = spawn
         self._housekeeper: Joinable | None = None
 
@@ -170,7 +172,8 @@ class Daemon:
         abandoned = self.history.close_abandoned(now, "the scheduler stopped before this run finished")
         if abandoned:
             log.warning("marked %d run(s) left running by a previous daemon as cancelled", abandoned)
-        self._executor = self.executor_factory(self.config.max_parallel)
+        self._executor = self.executor_factory(self._slots)
+        self._publish_queue()  # replaces a queue.json a killed daemon left: `status` believes it now
         for request, external_id, started_at in to_follow:
             log.info("%s: re-attaching to run %s (%s)", request.job.name, request.run_id, external_id)
             token = self._track(request)
@@ -298,7 +301,7 @@ class Daemon:
             elif replaced is not None:
                 reason = (
                     f"coalesced into the run due {decision.scheduled_for.isoformat()}: "
-                    f"still waiting for a free slot (max_parallel {self.config.max_parallel})"
+                    f"still waiting for a free slot (max_parallel {self._slots})"
                 )
                 log.warning("%s: the run due %s %s", job.name, replaced.decision.scheduled_for, reason)
                 self.service.skip(replaced.request, reason)
@@ -318,7 +321,7 @@ class Daemon:
 
     def _free_slots(self) -> int:
         with self._lock:
-            return self.config.max_parallel - sum(len(runs) for runs in self._active.values())
+            return self._slots - sum(len(runs) for runs in self._active.values())
 
     def _startable(self) -> bool:
         """A queued run could start now (the loop must not go to sleep)."""
@@ -334,9 +337,7 @@ class Daemon:
                 queued = self._queue.pop(0)
                 now = self.clock.now()
                 waited = (now - queued.queued_at).total_seconds()
-                decision = decide_queued(
-                    queued.request.job, queued.decision, now, waited, self.config.max_parallel
-                )
+                decision = decide_queued(queued.request.job, queued.decision, now, waited, self._slots)
                 request = queued.request
                 if decision.trigger is not None:
                     if decision.trigger != request.trigger:
@@ -353,7 +354,7 @@ class Daemon:
                     job.name,
                     request.run_id,
                     waited,
-                    self.config.max_parallel,
+                    self._slots,
                 )
             if decision.reason:
                 log.info("%s: %s", job.name, decision.reason)
@@ -391,7 +392,7 @@ class Daemon:
         if ids == self._published:
             return
         self._published = ids
-        publish(self.config.state_dir, entries, self.config.max_parallel, self.clock.now())
+        publish(self.config.state_dir, entries, self._slots, self.clock.now())
 
     def _run(
         self, request: RunRequest, token: CancelToken, reattach: tuple[str, datetime] | None = None

@@ -136,3 +136,23 @@ def test_after_a_stop_request_no_queued_run_starts_and_each_is_recorded_once(
         assert [r["outcome"] for r in runs] == ["skipped", "skipped"]
         assert runs[1]["reason"] == "the scheduler was stopping"
     assert [r["outcome"] for r in runs_of(app, "a")] == ["succeeded", "skipped"]
+
+
+def test_a_queue_file_left_by_a_killed_daemon_is_not_shown_once_a_new_one_runs(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    from lib.queue_state import QueuedEntry, publish
+
+    config = make_config({"a": {"every": "1 minute"}})
+    app = make_app(config)
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    publish(config.state_dir, [QueuedEntry("a", "r-old", START, START)], 1, START)  # kill -9 left it
+    assert read_live(config.state_dir) is None  # no daemon holds the lock: not believed
+    daemon = Daemon(
+        app.config, app.service, clock, executor_factory=lambda n: InlineExecutor(), spawn=inline_spawn
+    )
+    daemon.start()
+    try:
+        assert read_live(config.state_dir) == []
+    finally:
+        daemon.shutdown()
