@@ -2,16 +2,17 @@
 
 Three jobs fire every 10 seconds and each run takes 2 s (a stand-in run script through
 DBT_SCHEDULER_RUN_COMMANDS instead of dbt), so at each fire time two runs wait for the
-slot. `status`, another process, shows them.
+slot. `status`, another process, shows them; a SIGTERM while two wait starts neither.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import signal
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,14 @@ EVERY = timedelta(seconds=10)
 RUN_SCRIPT = """sleep 2
 echo "[run_commands] EXIT 0"
 """
+
+
+def queued(state: Path) -> list[dict]:
+    """The daemon's queue as it last published it (what `status` reads)."""
+    try:
+        return json.loads((state / "queue.json").read_text())["queued"]
+    except (OSError, ValueError, KeyError):
+        return []
 
 
 def status(config: Path) -> str:
@@ -70,6 +79,9 @@ def test_one_slot_three_jobs_every_fire_time_one_row_no_overlap_and_status_shows
             90,
             "three fire times",
         )
+        # SIGTERM while one run holds the slot and two wait: neither of those may start.
+        wait_for(lambda: len(queued(state)) == 2, 30, "two runs waiting in queue.json")
+        stopped_at = datetime.now(UTC)
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=60) == 0
 
@@ -92,4 +104,7 @@ def test_one_slot_three_jobs_every_fire_time_one_row_no_overlap_and_status_shows
         if r["outcome"] == "succeeded"
     )
     assert len(ran) >= 2 * len(JOBS)
+    assert all(start < stopped_at for start, _ in ran), (stopped_at, ran)  # nothing started after
+    stopping = [r for r in rows if r["reason"] == "the scheduler was stopping"]
+    assert stopping and all(r["scheduled_for"] == fire_times[-1] for r in stopping), stopping
     assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(ran)), ran
