@@ -156,3 +156,26 @@ def test_a_queue_file_left_by_a_killed_daemon_is_not_shown_once_a_new_one_runs(
         assert read_live(config.state_dir) == []
     finally:
         daemon.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("settings", "late", "trigger", "words"),
+    [
+        ({}, 60, "schedule", ""),  # within the misfire limit: runs as decided
+        ({}, 75, None, "catchup: none"),
+        ({"catchup": "latest", "catchup_grace": "10m"}, 75, "catch-up", "waited 75s for a free slot"),
+        ({"catchup": "latest", "catchup_grace": "1m"}, 75, None, "catch-up grace of 60s"),
+    ],
+)
+def test_decide_queued_applies_the_catch_up_policy_to_a_fire_time_grown_old_in_the_queue(
+    make_config: Callable[..., Config], settings: dict[str, Any], late: int, trigger: str | None, words: str
+) -> None:
+    from lib.models import TriggerKind
+    from lib.policies import Decision, decide_queued
+
+    job = make_config({"j": {"every": "1 hour", **settings}}).jobs["j"]
+    queued = Decision(job, START, TriggerKind.SCHEDULE)
+    decision = decide_queued(job, queued, START + timedelta(seconds=late), late, 2)
+    assert (decision.trigger.value if decision.trigger else None) == trigger
+    assert words in decision.reason
+    assert decision.scheduled_for == START
