@@ -137,12 +137,14 @@ def main() -> int:
                 f"SIGTERM at {stop_at:%H:%M:%S}",
                 flush=True,
             )
-            rss_first = None
+            rss_by_minute: list[float] = []  # SETTLE_S after each fire time, once its runs drained
             while datetime.now(UTC) < stop_at and daemon.poll() is None:
                 peak_queue = max(peak_queue, queue_length(state))
-                if rss_first is None and datetime.now(UTC) > first + timedelta(seconds=SETTLE_S):
-                    rss_first = rss_mb(daemon.pid)
+                sample_at = first + timedelta(minutes=len(rss_by_minute), seconds=SETTLE_S)
+                if len(rss_by_minute) < minutes and datetime.now(UTC) > sample_at:
+                    rss_by_minute.append(rss_mb(daemon.pid))
                 time.sleep(0.5)
+            rss_first = rss_by_minute[0] if rss_by_minute else float("nan")
             rss_end = rss_mb(daemon.pid) if daemon.poll() is None else float("nan")
             load_end = load_note()
         finally:
@@ -213,9 +215,10 @@ def main() -> int:
         print(
             table(
                 ["RSS_MB start", "after 1st fire", "end", "growth"],
-                [[rss_start, rss_first or float("nan"), rss_end, rss_end - rss_start]],
+                [[rss_start, rss_first, rss_end, rss_end - rss_start]],
             )
         )
+        print("RSS_MB after each fire time: " + " ".join(f"{v:.1f}" for v in rss_by_minute))
         print(f"outcomes of all rows: {dict(outcomes)}; rows outside the window (before it): {outside}")
         if skipped:
             print(f"skipped, by reason: {dict(skipped)}")
