@@ -329,39 +329,54 @@ class Daemon:
             return bool(self._queue) and not self._stop_requested and self._free_slots() > 0
 
     def _start_queued(self) -> None:
-        """Start the oldest queued runs while slots are free; never once a stop was requested."""
+        """Start the oldest queued runs while slots are free; never once a stop was requested.
+
+        Every run that a free slot takes is decided (and counted as running) before any of
+        them is handed to the pool, all at the same moment: whether one fire time is still
+        on time never depends on how long the pool takes to accept the run before it.
+        """
         while True:
+            batch: list[tuple[RunRequest, Decision, float, CancelToken | None]] = []
             with self._lock:
-                if self._stop_requested or not self._queue or self._free_slots() <= 0:
-                    break
-                queued = self._queue.pop(0)
-                now = self.clock.now()
-                waited = (now - queued.queued_at).total_seconds()
-                decision = decide_queued(queued.request.job, queued.decision, now, waited, self._slots)
-                request = queued.request
-                if decision.trigger is not None:
-                    if decision.trigger != request.trigger:
-                        request = replace(request, trigger=decision.trigger)
-                    token = self._track(request)
-            job = request.job
-            if decision.trigger is None:
-                log.warning("%s: %s", job.name, decision.reason)
-                self.service.skip(request, decision.reason)
-                continue
-            if waited >= 1:
-                log.info(
-                    "%s: run %s waited %.0f s for a free slot (max_parallel %d)",
-                    job.name,
-                    request.run_id,
-                    waited,
-                    self._slots,
-                )
-            if decision.reason:
-                log.info("%s: %s", job.name, decision.reason)
-            log.info("%s: starting run %s (%s)", job.name, request.run_id, request.trigger.value)
-            assert self._executor is not None
-            self._executor.submit(self._run, request, token)
+                while not self._stop_requested and self._queue and self._free_slots() > 0:
+                    queued = self._queue.pop(0)
+                    now = self.clock.now()
+                    waited = (now - queued.queued_at).total_seconds()
+                    decision = decide_queued(queued.request.job, queued.decision, now, waited, self._slots)
+                    request, token = queued.request, None
+                    if decision.trigger is not None:
+                        if decision.trigger != request.trigger:
+                            request = replace(request, trigger=decision.trigger)
+                        token = self._track(request)
+                    batch.append((request, decision, waited, token))
+            if not batch:
+                break
+            for request, decision, waited, token in batch:
+                self._start_one(request, decision, waited, token)
         self._publish_queue()
+
+    def _start_one(
+        self, request: RunRequest, decision: Decision, waited: float, token: CancelToken | None
+    ) -> None:
+        """Hand one dequeued run to the pool (`token` set), or record it as skipped (None)."""
+        job = request.job
+        if token is None:
+            log.warning("%s: %s", job.name, decision.reason)
+            self.service.skip(request, decision.reason)
+            return
+        if waited >= 1:
+            log.info(
+                "%s: run %s waited %.0f s for a free slot (max_parallel %d)",
+                job.name,
+                request.run_id,
+                waited,
+                self._slots,
+            )
+        if decision.reason:
+            log.info("%s: %s", job.name, decision.reason)
+        log.info("%s: starting run %s (%s)", job.name, request.run_id, request.trigger.value)
+        assert self._executor is not None
+        self._executor.submit(self._run, request, token)
 
     def _drop_queue(self, reason: str) -> None:
         """Record every queued run as skipped (once each) and empty the queue."""
