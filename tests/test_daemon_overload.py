@@ -179,3 +179,39 @@ def test_decide_queued_applies_the_catch_up_policy_to_a_fire_time_grown_old_in_t
     assert (decision.trigger.value if decision.trigger else None) == trigger
     assert words in decision.reason
     assert decision.scheduled_for == START
+
+
+def test_the_prune_takes_no_run_slot(
+    make_config: Callable[..., Config],
+    make_app: Callable[..., App],
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    import lib.daemon
+    from lib.models import RunOutcome, RunStatus
+    from lib.runners.base import RunContext
+
+    release = threading.Event()
+    monkeypatch.setattr(lib.daemon, "prune_and_log", lambda *args: release.wait(30))  # a long first prune
+    ran = threading.Semaphore(0)
+
+    class Signalling:
+        def run(self, ctx: RunContext) -> RunOutcome:
+            ran.release()
+            return RunOutcome(RunStatus.SUCCEEDED)
+
+    app = make_app(make_config({"a": {"every": "1 minute"}}, max_parallel=1), Signalling())
+    daemon = Daemon(app.config, app.service, clock)  # the real pool of one worker, the real prune thread
+    daemon.start()
+    try:
+        for _ in range(2):
+            clock.advance(60)
+            daemon.dispatch(daemon.tick(clock.now()))
+            assert ran.acquire(timeout=10), "the run waited for the prune's slot"
+            assert daemon._idle.wait(10)
+    finally:
+        release.set()
+        daemon.shutdown()
+    assert [r["outcome"] for r in runs_of(app, "a")] == ["succeeded", "succeeded"]
