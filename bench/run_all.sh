@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the benchmarks one after the other (idle.py twice: local jobs, then ECS jobs on a
 # moto server) and repeats their RESULT lines at the end.
-#   bash bench/run_all.sh            full runs (about 26 minutes on 2 cores, retention.py 15 of them)
-#   bash bench/run_all.sh --quick    shorter runs (about 9 minutes)
+#   bash bench/run_all.sh            full runs (about 37 minutes on 2 cores, retention.py 15 of them, soak.py 11)
+#   bash bench/run_all.sh --quick    shorter runs (about 12 minutes)
 # PYTHON=/path/to/python picks the interpreter (default: the repo's .venv).
 # Exit status: 0 when every benchmark produced its figures (a FAIL against a target
 # is a figure, not an error), 1 when one of them could not measure.
@@ -28,7 +28,7 @@ for arg in "$@"; do
 done
 
 # Each entry: a script name, then its own arguments.
-benches=(overhead dispatch_latency scale idle "idle --runner ecs" retention)
+benches=(overhead dispatch_latency scale idle "idle --runner ecs" retention soak)
 results=()
 status=0
 for bench in "${benches[@]}"; do

@@ -223,7 +223,29 @@ def cmd_status(args: argparse.Namespace) -> int:
         duration = format_duration(run["duration_s"]) if run and run["duration_s"] is not None else "-"
         table.add_row(job.name, job.trigger.describe(), next_run, started, outcome, duration)
     _console().print(table)
+    queue_line = _queue_line(app.config.state_dir, app.config.max_parallel, now)
+    if queue_line:
+        _console().print(queue_line, highlight=False)
     return EXIT_OK
+
+
+def _queue_line(state_dir: Path, max_parallel: int, now: datetime) -> str:
+    """The running daemon's queue of runs waiting for a slot, or '' when no daemon runs."""
+    from lib.durations import format_duration
+    from lib.queue_state import read_live
+
+    queue = read_live(state_dir)
+    if queue is None:
+        return ""
+    if not queue:
+        return f"queue: no run waiting for a free slot (max_parallel {max_parallel})"
+    oldest = queue[0]
+    waited = max(0.0, (now - oldest.queued_at).total_seconds())
+    jobs = ", ".join(entry.job for entry in queue)
+    return (
+        f"queue: {len(queue)} run(s) waiting for a free slot (max_parallel {max_parallel}): {jobs}; "
+        f"oldest waiting {format_duration(waited)} ({oldest.job})"
+    )
 
 
 def cmd_history(args: argparse.Namespace) -> int:

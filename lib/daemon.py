@@ -9,9 +9,18 @@ event and wakes it at once.
   scheduled_for): two datetimes in the same zone compare by wall time, ignoring
   `fold`, so on fall-back night `min()` over Berlin fire times would pick 02:00 CET
   over 02:30 CEST, which comes first. Triggers return UTC (lib/triggers.py).
-- Due runs go to a thread pool of `max_parallel` workers; more due at once wait.
+- Due runs wait in the daemon's own queue (oldest first) for one of `max_parallel`
+  slots; a run is handed to the thread pool only when a slot is free, so the pool never
+  hides a queue. A queued run is not running: overlap is decided against runs that
+  actually run. A job has at most one queued run: a later fire time due while one
+  waits takes its place and the earlier one is recorded as skipped (coalesced). When a
+  slot frees the loop is woken and starts the oldest queued run, unless its fire time
+  has become older than the misfire limit meanwhile: then the job's catch-up policy
+  decides (`decide_queued`). The queue is published to `<state_dir>/queue.json` for
+  `status` (lib/queue_state.py) whenever it changes.
 - A run that fails or crashes is recorded and the loop goes on.
-- SIGTERM: no new runs; running ones get `shutdown_grace` to finish, then are
+- SIGTERM: no new runs, and no queued run starts (each is recorded as skipped, once);
+  running ones get `shutdown_grace` to finish, then are
   cancelled (their process groups stopped) and recorded as cancelled. A second
   SIGTERM cuts the grace short and cancels them at once.
 - `request_stop` and `request_reload` are what signal handlers call: they only set
@@ -30,10 +39,11 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from typing import Protocol
 
 from lib.clock import Clock
 from lib.config import Config
@@ -42,13 +52,39 @@ from lib.execution import RunService
 from lib.history import History
 from lib.locks import daemon_lock
 from lib.models import Job, RunRecord, RunRequest, TriggerKind
-from lib.policies import Decision, decide_due, initial_next_fire, overlap_blocks
+from lib.policies import Decision, decide_due, decide_queued, initial_next_fire, overlap_blocks
+from lib.queue_state import QueuedEntry, publish
 from lib.retention import prune_and_log
 from lib.runners.base import CancelToken, Runner
 
 log = logging.getLogger("dbt_scheduler")
 
 ExecutorFactory = Callable[[int], Executor]
+
+
+class Joinable(Protocol):
+    def is_alive(self) -> bool: ...
+    def join(self, timeout: float | None = None) -> None: ...
+
+
+# Starts background work (the daily prune) off the loop's thread and off the run slots.
+Spawn = Callable[[str, Callable[[], object]], Joinable]
+
+
+def _thread(name: str, work: Callable[[], object]) -> Joinable:
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+@dataclass
+class _Queued:
+    """A due run waiting for a slot."""
+
+    decision: Decision
+    request: RunRequest
+    queued_at: datetime  # when the job's first still-waiting fire time was queued
+
 
 # The longest the loop waits before reading the clock again, in seconds. Waits run on the
 # monotonic clock, which does not move while a VM or laptop is suspended and does not
@@ -73,6 +109,7 @@ class Daemon:
         executor_factory: ExecutorFactory = _thread_pool,
         on_line: Callable[[RunRequest, str], None] | None = None,
         runner_factory: Callable[[Config], Mapping[str, Runner]] | None = None,
+        spawn: Spawn = _thread,
     ) -> None:
         self.config = config
         self.service = service
@@ -95,6 +132,12 @@ class Daemon:
         self._remote: set[str] = set()  # run ids of runs that survive the daemon (ECS tasks)
         self._lockfile = daemon_lock(config.state_dir)
         self._executor: Executor | None = None
+        self._queue: list[_Queued] = []  # oldest first; at most one per job
+        self._published: tuple[str, ...] | None = None  # run ids of the queue as last written
+        # The pool's size: a reload's new max_parallel takes effect only after a restart.
+        self._slots = config.max_parallel
+        self.spawn = spawn
+        self._housekeeper: Joinable | None = None
 
     @property
     def history(self) -> History:
@@ -134,7 +177,8 @@ class Daemon:
         abandoned = self.history.close_abandoned(now, "the scheduler stopped before this run finished")
         if abandoned:
             log.warning("marked %d run(s) left running by a previous daemon as cancelled", abandoned)
-        self._executor = self.executor_factory(self.config.max_parallel)
+        self._executor = self.executor_factory(self._slots)
+        self._publish_queue()  # replaces a queue.json a killed daemon left: `status` believes it now
         for request, external_id, started_at in to_follow:
             log.info("%s: re-attaching to run %s (%s)", request.job.name, request.run_id, external_id)
             token = self._track(request)
@@ -211,7 +255,8 @@ class Daemon:
                 if until is not None and (wake_at is None or wake_at > until):
                     wake_at = until
                 self._wake.clear()
-                if self._stop_requested or self._reload_requested:
+                # Checked after clear(): a slot that freed in between set the event before it.
+                if self._stop_requested or self._reload_requested or self._startable():
                     continue
                 seconds = (wake_at - self.clock.now()).total_seconds() if wake_at else MAX_SLEEP
                 if seconds > 0:
@@ -235,6 +280,12 @@ class Daemon:
         return decisions
 
     def dispatch(self, decisions: list[Decision]) -> None:
+        """Record missed fire times, queue due runs, and start queued runs while slots are free.
+
+        With `overlap: skip` a run due while the job's previous run actually runs is
+        skipped at once; one due while the job already has a run queued replaces it,
+        and the replaced fire time is recorded as skipped (coalesced).
+        """
         for decision in decisions:
             job = decision.job
             if decision.trigger is None:
@@ -247,16 +298,121 @@ class Daemon:
                 log.info("%s: %d earlier fire time(s) coalesced into this run", job.name, decision.coalesced)
             with self._lock:
                 blocked = overlap_blocks(job, len(self._active.get(job.name, {})))
-                if not blocked:
-                    token = self._track(request)
+                replaced = None if blocked else self._enqueue(decision, request)
             if blocked:
                 reason = "previous run still running; overlap: skip"
                 log.warning("%s: skipped the run due %s: %s", job.name, decision.scheduled_for, reason)
                 self.service.skip(request, reason)
-                continue
-            log.info("%s: starting run %s (%s)", job.name, request.run_id, decision.trigger.value)
-            assert self._executor is not None
-            self._executor.submit(self._run, request, token)
+            elif replaced is not None:
+                reason = (
+                    f"coalesced into the run due {decision.scheduled_for.isoformat()}: "
+                    f"still waiting for a free slot (max_parallel {self._slots})"
+                )
+                log.warning("%s: the run due %s %s", job.name, replaced.decision.scheduled_for, reason)
+                self.service.skip(replaced.request, reason)
+        self._start_queued()
+
+    def _enqueue(self, decision: Decision, request: RunRequest) -> _Queued | None:
+        """Queue a due run (the caller holds the lock); return the queued run it replaced, if any."""
+        now = self.clock.now()
+        for i, queued in enumerate(self._queue):
+            if queued.request.job.name == decision.job.name:
+                # The later fire time takes the earlier one's place in line: the job has waited
+                # since then, and running the latest is what coalescing means (decide_due).
+                self._queue[i] = _Queued(decision, request, queued.queued_at)
+                return queued
+        self._queue.append(_Queued(decision, request, now))
+        return None
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            return self._slots - sum(len(runs) for runs in self._active.values())
+
+    def _startable(self) -> bool:
+        """A queued run could start now (the loop must not go to sleep)."""
+        with self._lock:
+            return bool(self._queue) and not self._stop_requested and self._free_slots() > 0
+
+    def _start_queued(self) -> None:
+        """Start the oldest queued runs while slots are free; never once a stop was requested.
+
+        Every run that a free slot takes is decided (and counted as running) before any of
+        them is handed to the pool, all at the same moment: whether one fire time is still
+        on time never depends on how long the pool takes to accept the run before it.
+        """
+        while True:
+            batch: list[tuple[RunRequest, Decision, float, CancelToken | None]] = []
+            with self._lock:
+                while not self._stop_requested and self._queue and self._free_slots() > 0:
+                    queued = self._queue.pop(0)
+                    now = self.clock.now()
+                    waited = (now - queued.queued_at).total_seconds()
+                    decision = decide_queued(queued.request.job, queued.decision, now, waited, self._slots)
+                    request, token = queued.request, None
+                    if decision.trigger is not None:
+                        if decision.trigger != request.trigger:
+                            request = replace(request, trigger=decision.trigger)
+                        token = self._track(request)
+                    batch.append((request, decision, waited, token))
+            if not batch:
+                break
+            for request, decision, waited, token in batch:
+                self._start_one(request, decision, waited, token)
+        self._publish_queue()
+
+    def _start_one(
+        self, request: RunRequest, decision: Decision, waited: float, token: CancelToken | None
+    ) -> None:
+        """Hand one dequeued run to the pool (`token` set), or record it as skipped (None)."""
+        job = request.job
+        if token is None:
+            log.warning("%s: %s", job.name, decision.reason)
+            self.service.skip(request, decision.reason)
+            return
+        if waited >= 1:
+            log.info(
+                "%s: run %s waited %.0f s for a free slot (max_parallel %d)",
+                job.name,
+                request.run_id,
+                waited,
+                self._slots,
+            )
+        if decision.reason:
+            log.info("%s: %s", job.name, decision.reason)
+        log.info("%s: starting run %s (%s)", job.name, request.run_id, request.trigger.value)
+        assert self._executor is not None
+        self._executor.submit(self._run, request, token)
+
+    def _drop_queue(self, reason: str) -> None:
+        """Record every queued run as skipped (once each) and empty the queue."""
+        with self._lock:
+            dropped, self._queue = self._queue, []
+        for queued in dropped:
+            log.warning(
+                "%s: the run due %s was not started: %s",
+                queued.request.job.name,
+                queued.decision.scheduled_for,
+                reason,
+            )
+            self.service.skip(queued.request, reason)
+        self._publish_queue()
+
+    def queued_runs(self) -> list[QueuedEntry]:
+        """The runs waiting for a slot, oldest first."""
+        with self._lock:
+            return [
+                QueuedEntry(q.request.job.name, q.request.run_id, q.decision.scheduled_for, q.queued_at)
+                for q in self._queue
+            ]
+
+    def _publish_queue(self) -> None:
+        """Write queue.json when the queue differs from what was last written (not per tick)."""
+        entries = self.queued_runs()
+        ids = tuple(e.run_id for e in entries)
+        if ids == self._published:
+            return
+        self._published = ids
+        publish(self.config.state_dir, entries, self._slots, self.clock.now())
 
     def _run(
         self, request: RunRequest, token: CancelToken, reattach: tuple[str, datetime] | None = None
@@ -287,7 +443,9 @@ class Daemon:
                     self._active.pop(request.job.name, None)
                 if not self._active:
                     self._idle.set()
-                    self._wake.set()  # a shutdown waiting out the grace can stop waiting
+                if not self._active or self._queue:
+                    # A shutdown waiting out the grace can stop waiting; a queued run can take the slot.
+                    self._wake.set()
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -297,15 +455,20 @@ class Daemon:
     def _housekeeping(self, now: datetime) -> None:
         """Apply `retention:` (lib/retention.py) at start, then once a day.
 
-        It runs on one of the pool's workers, like a run, so the loop does not wait
-        for it (the first prune of a year of 5-minute runs took minutes here), and it
-        stops when the daemon does (the rest goes next time). It never raises.
+        It runs on its own thread (`spawn`), so the loop does not wait for it (the first
+        prune of a year of 5-minute runs took minutes here) and it takes none of the
+        `max_parallel` run slots. It stops when the daemon does (the rest goes next
+        time), a prune still going when the next is due delays that one, and it never raises.
         """
         if self._housekept_at is not None and now - self._housekept_at < self.HOUSEKEEPING_EVERY:
             return
+        if self._housekeeper is not None and self._housekeeper.is_alive():
+            return
         self._housekept_at = now
-        assert self._executor is not None
-        self._executor.submit(prune_and_log, self.config, self.history, now, lambda: self._stop_requested)
+        config, history = self.config, self.history
+        self._housekeeper = self.spawn(
+            "housekeeping", lambda: prune_and_log(config, history, now, lambda: self._stop_requested)
+        )
 
     def reload(self) -> bool:
         """Re-read jobs.yaml; on any error keep the last good config. True when the new one is in force.
@@ -361,6 +524,7 @@ class Daemon:
         """
         if self._executor is None:
             return
+        self._drop_queue("the scheduler was stopping")
         with self._lock:
             running = sum(len(runs) for runs in self._active.values())
         if running:
@@ -375,6 +539,8 @@ class Daemon:
             self._cancel_all()
         self._executor.shutdown(wait=True)
         self._executor = None
+        if self._housekeeper is not None:
+            self._housekeeper.join()  # a prune checks the stop flag between steps: this is short
         self._lockfile.release()
         log.info("dbt-scheduler stopped")
 

@@ -82,6 +82,48 @@ class InlineExecutor(Executor):
         return future
 
 
+class ManualExecutor(Executor):
+    """Holds submitted work until the test runs it: a submitted run is "running" meanwhile.
+
+    `run_all()` runs what was submitted, in order, on the calling thread (work submitted
+    while it runs is run too), so a test decides when a slot frees.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+        self.submitted = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        self.pending.append((fn, args, kwargs))
+        self.submitted += 1
+        future: Future = Future()
+        return future
+
+    def run_all(self) -> None:
+        while self.pending:
+            fn, args, kwargs = self.pending.pop(0)
+            fn(*args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.run_all()
+
+
+class InlineThread:
+    """What `Daemon(spawn=inline_spawn)` gets: the work ran at once on the calling thread."""
+
+    def is_alive(self) -> bool:
+        return False
+
+    def join(self, timeout: float | None = None) -> None:
+        return None
+
+
+def inline_spawn(name: str, work: Callable[[], object]) -> InlineThread:
+    """A `Spawn` for deterministic daemon tests: background work (the prune) runs inline."""
+    work()
+    return InlineThread()
+
+
 class FakeRunner:
     """Returns scripted outcomes, records what it was asked to run, and can take (fake) time."""
 

@@ -23,7 +23,7 @@ from lib.models import Retention, RunOutcome, RunRecord, RunRequest, RunStatus, 
 from lib.retention import RunFolder, plan_folders, prune_state, run_id_time
 from lib.runners.base import RunContext
 from tests.conftest import START
-from tests.fakes import FakeClock, FakeRunner, InlineExecutor
+from tests.fakes import FakeClock, FakeRunner, InlineExecutor, inline_spawn
 
 DAY = timedelta(days=1)
 
@@ -208,7 +208,9 @@ def test_the_daemon_prunes_at_start_and_its_prune_stops_with_it(
         lib.daemon, "prune_and_log", lambda config, history, now, stop: calls.append((now, stop))
     )
     app = make_app(make_config({"a": {"every": "1 hour"}}))
-    daemon = Daemon(app.config, app.service, app.clock, executor_factory=lambda n: InlineExecutor())
+    daemon = Daemon(
+        app.config, app.service, app.clock, executor_factory=lambda n: InlineExecutor(), spawn=inline_spawn
+    )
     daemon.start()
     try:
         [(when, stop)] = calls
@@ -258,7 +260,9 @@ def test_a_simulated_year_of_the_daemon_keeps_a_month(
     monkeypatch.setattr(lib.daemon, "prune_and_log", counting_prune)
     app = make_app(config, FakeRunner(outcome))
     end = START + timedelta(days=365)
-    daemon = Daemon(app.config, app.service, app.clock, executor_factory=lambda n: InlineExecutor())
+    daemon = Daemon(
+        app.config, app.service, app.clock, executor_factory=lambda n: InlineExecutor(), spawn=inline_spawn
+    )
     assert daemon.run_forever(until=end) == 0
 
     assert count == {"every12h": 365 * 2, "weekly_forever": 53}
