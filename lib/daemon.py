@@ -39,11 +39,13 @@ from lib.config import Config
 from lib.errors import ConfigError, LockedError
 from lib.execution import RunService
 from lib.history import History
-from lib.locks import daemon_lock
+from lib.locks import daemon_lock, job_lock
 from lib.models import Job, RunRecord, RunRequest, TriggerKind
+from lib.orphans import Fate, Liveness, fate, stop_orphan
 from lib.policies import Decision, decide_due, initial_next_fire, overlap_blocks
 from lib.retention import prune_and_log
 from lib.runners.base import CancelToken
+from lib.runners.local import STOP_SEQUENCE
 
 log = logging.getLogger("dbt_scheduler")
 
@@ -126,10 +128,25 @@ class Daemon:
             )
         now = self.clock.now()
         to_follow = self._runs_to_reattach(now)
-        abandoned = self.history.close_abandoned(now, "the scheduler stopped before this run finished")
+        fates = self._local_fates()
+        abandoned = self.history.close_abandoned(
+            now,
+            "the scheduler stopped before this run finished",
+            keep=lambda row: fates.get(row["run_id"], Fate.ABANDONED) is not Fate.ABANDONED,
+        )
         if abandoned:
             log.warning("marked %d run(s) left running by a previous daemon as cancelled", abandoned)
         self._executor = self.executor_factory(self.config.max_parallel)
+        for row in self.history.running():
+            if fates.get(row["run_id"]) is Fate.ORPHAN:
+                # On a worker: the SIGINT path gives dbt its grace, which start() must not wait out.
+                log.warning(
+                    "%s: run %s outlived a killed scheduler (pgid %s): stopping it",
+                    row["job"],
+                    row["run_id"],
+                    row["process_pid"],
+                )
+                self._executor.submit(self._stop_orphan, row)
         for request, external_id, started_at in to_follow:
             log.info("%s: re-attaching to run %s (%s)", request.job.name, request.run_id, external_id)
             token = self._track(request)
@@ -142,6 +159,32 @@ class Daemon:
             self.config.state_dir,
             self.config.max_parallel,
         )
+
+    def _local_fates(self) -> dict[str, Fate]:
+        """For each `running` row without an external id: followed, orphan or abandoned."""
+        state_dir = self.config.state_dir
+
+        def lock_held(job: str) -> bool:
+            lock = job_lock(state_dir, job)
+            if not lock.try_acquire(""):
+                return True
+            lock.release()
+            return False
+
+        live = Liveness(lock_held=lock_held)
+        return {row["run_id"]: fate(row, live) for row in self.history.running() if not row["external_id"]}
+
+    def _stop_orphan(self, row: dict[str, object]) -> None:
+        """Stop an orphaned run's process group, then close its row `cancelled` (once)."""
+        local = self.service.runners.get("local")
+        sequence = getattr(local, "stop_sequence", STOP_SEQUENCE)
+        try:
+            reason = stop_orphan(row, sequence)
+        except Exception as exc:  # a worker's error would vanish in its future: log it
+            log.error("%s: stopping orphaned run %s failed: %s", row["job"], row["run_id"], exc)
+            reason = f"cancelled: the scheduler was killed while this run went on; stopping it failed: {exc}"
+        self.history.close_run(str(row["run_id"]), self.clock.now(), "cancelled", reason)
+        log.warning("%s: run %s: %s", row["job"], row["run_id"], reason)
 
     def _runs_to_reattach(self, now: datetime) -> list[tuple[RunRequest, str, datetime]]:
         """Runs a previous daemon left going remotely (an ECS task) that this one can follow."""
