@@ -26,7 +26,10 @@ from lib import procs
 
 ORPHAN_REASON = (
     "cancelled: the scheduler was killed while this run went on; "
-    "its process group was stopped when the scheduler restarted"
+    "its process group was stopped ({signal}) when the scheduler restarted"
+)
+ORPHAN_GONE = (
+    "cancelled: the scheduler was killed while this run went on; it ended unsupervised before the restart"
 )
 ORPHAN_NOT_STOPPED = (
     "cancelled: the scheduler was killed while this run went on; at restart its process "
@@ -72,10 +75,14 @@ def fate(row: dict[str, Any], live: Liveness) -> Fate:
 def stop_orphan(
     row: dict[str, Any],
     sequence: Sequence[tuple[signal.Signals, float]],
-    stop_group: Callable[[int, int | None, Sequence[tuple[signal.Signals, float]]], bool] = procs.stop_group,
+    stop_group: Callable[
+        [int, int | None, Sequence[tuple[signal.Signals, float]]], tuple[bool, str | None]
+    ] = procs.stop_group,
 ) -> str:
-    """Stop an orphan's process group through the SIGINT path; the reason to record."""
+    """Stop an orphan's process group through the SIGINT path; the reason to record,
+    naming the signal it stopped on (SIGINT: dbt cancelled its queries)."""
     pgid = int(row["process_pid"])
-    if stop_group(pgid, row.get("process_start"), sequence):
-        return ORPHAN_REASON
-    return ORPHAN_NOT_STOPPED.format(pgid=pgid)
+    gone, by = stop_group(pgid, row.get("process_start"), sequence)
+    if not gone:
+        return ORPHAN_NOT_STOPPED.format(pgid=pgid)
+    return ORPHAN_REASON.format(signal=by) if by else ORPHAN_GONE

@@ -52,27 +52,63 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def stop_group(pid: int, started: int | None, sequence: Sequence[tuple[signal.Signals, float]]) -> bool:
+def stop_group(
+    pid: int, started: int | None, sequence: Sequence[tuple[signal.Signals, float]]
+) -> tuple[bool, str | None]:
     """Stop an orphaned run the way LocalRunner stops its own: SIGINT to the script alone
     (it passes Ctrl-C on to dbt once, and dbt cancels its queries), its grace, then
     SIGTERM and SIGKILL to its whole process group (pgid = pid: its own session).
 
-    SIGINT goes only when `pid` is still the process that started at `started` (not a
-    reused pid); the group signals only while the group exists, and a pgid is not
-    given to a new process while its group lives. Returns True when the group is gone.
+    An orphan's script differs in one way: its output pipe has no reader any more, so
+    the line run_commands.sh prints on SIGINT, before it passes the signal on, kills
+    it with SIGPIPE (measured: dbt then never got SIGINT and ran until SIGTERM). So
+    when the script is gone and the group still lives within the SIGINT grace, dbt
+    gets the SIGINT itself, once — the script can no longer send it a second one.
+
+    SIGINT goes to the script only when `pid` is still the process that started at
+    `started` (not a reused pid); group signals only while the group exists (a pgid is
+    not given to a new process while its group lives). Returns (the group is gone, the
+    name of the signal it went on, or None when it was gone before any was sent).
     """
+    sent: str | None = None
+    now_started = start_time(pid)
+    if now_started is not None and now_started != started:
+        # The pid was reused, so its old group is gone (a pid in use as a pgid is not
+        # handed out): the group there now is someone else's.
+        return True, None
     for sig, grace in sequence:
         try:
             if sig == signal.SIGINT:
                 if same_process(pid, started):
                     os.kill(pid, sig)
+                    sent = sig.name
+                    deadline = time.monotonic() + grace
+                    if _script_gone(pid, started, grace) and group_alive(pid):
+                        os.killpg(pid, sig)  # the script died without passing it on
+                    grace = max(0.0, deadline - time.monotonic())
+                elif group_alive(pid):
+                    os.killpg(pid, sig)  # the script is long gone: dbt never had SIGINT
+                    sent = sig.name
             elif group_alive(pid):
                 os.killpg(pid, sig)
+                sent = sig.name
         except ProcessLookupError:
             pass
         if _group_gone(pid, grace):
+            return True, sent
+    return not group_alive(pid), sent
+
+
+def _script_gone(pid: int, started: int | None, timeout: float) -> bool:
+    """Wait up to `timeout` s for the script to exit (or be a zombie); True when it has."""
+    deadline = time.monotonic() + timeout
+    while True:
+        fields = _stat_fields(pid)
+        if fields is None or fields[0] == b"Z" or int(fields[19]) != started:
             return True
-    return not group_alive(pid)
+        if time.monotonic() >= deadline or not group_alive(pid):
+            return False
+        time.sleep(0.1)
 
 
 def _group_gone(pgid: int, timeout: float) -> bool:

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from lib import procs
-from lib.orphans import ORPHAN_NOT_STOPPED, ORPHAN_REASON, Fate, Liveness, fate, stop_orphan
+from lib.orphans import ORPHAN_GONE, ORPHAN_NOT_STOPPED, ORPHAN_REASON, Fate, Liveness, fate, stop_orphan
 
 ME = 100
 
@@ -66,8 +66,10 @@ def test_a_held_job_lock_keeps_a_row_whose_processes_are_unknown() -> None:
 
 
 def test_stop_orphan_names_a_group_that_would_not_stop() -> None:
-    assert stop_orphan(row(), (), stop_group=lambda pgid, start, seq: True) == ORPHAN_REASON
-    reason = stop_orphan(row(), (), stop_group=lambda pgid, start, seq: False)
+    reason = stop_orphan(row(), (), stop_group=lambda pgid, start, seq: (True, "SIGINT"))
+    assert reason == ORPHAN_REASON.format(signal="SIGINT") and "stopped (SIGINT)" in reason
+    assert stop_orphan(row(), (), stop_group=lambda pgid, start, seq: (True, None)) == ORPHAN_GONE
+    reason = stop_orphan(row(), (), stop_group=lambda pgid, start, seq: (False, "SIGKILL"))
     assert reason == ORPHAN_NOT_STOPPED.format(pgid=8) and "ps -g 8" in reason
 
 
@@ -89,10 +91,38 @@ def test_stop_group_sends_sigint_to_the_script_then_kills_the_group() -> None:
             assert procs.same_process(leader.pid, started)
             assert not procs.same_process(leader.pid, (started or 0) + 1)
             seq = ((signal.SIGINT, 0.3), (signal.SIGTERM, 0.3), (signal.SIGKILL, 5.0))
-            assert procs.stop_group(leader.pid, started, seq)
+            assert procs.stop_group(leader.pid, started, seq) == (True, "SIGKILL")
             leader.wait(timeout=5)
             assert leader.returncode == -signal.SIGKILL
             assert not procs.group_alive(leader.pid)
+        finally:
+            if leader.poll() is None:
+                os.killpg(leader.pid, signal.SIGKILL)
+                leader.wait()
+
+
+def test_a_script_dying_on_sigint_without_passing_it_on_gets_its_group_sigint_once() -> None:
+    # What an orphaned run_commands.sh does: its SIGINT trap prints to a pipe nobody
+    # reads and dies of SIGPIPE. Here the leader exits at SIGINT; its child counts
+    # the SIGINTs it gets and exits on the first.
+    script = (
+        "import signal, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', "
+        "'import signal, sys, time\\n"
+        "signal.signal(signal.SIGINT, lambda *a: sys.exit(0))\\n"
+        "print(1, flush=True); time.sleep(300)'], stdout=sys.stdout)\n"
+        "time.sleep(300)\n"
+    )
+    for _ in (1, 2):
+        leader = subprocess.Popen(
+            [sys.executable, "-c", script], start_new_session=True, stdout=subprocess.PIPE
+        )
+        try:
+            assert leader.stdout is not None and leader.stdout.readline() == b"1\n"  # the child is ready
+            started = procs.start_time(leader.pid)
+            seq = ((signal.SIGINT, 10.0), (signal.SIGTERM, 0.2), (signal.SIGKILL, 5.0))
+            assert procs.stop_group(leader.pid, started, seq) == (True, "SIGINT")
+            assert leader.wait(timeout=5) == -signal.SIGINT
         finally:
             if leader.poll() is None:
                 os.killpg(leader.pid, signal.SIGKILL)
@@ -105,7 +135,8 @@ def test_stop_group_leaves_a_reused_pid_alone() -> None:
         started = procs.start_time(other.pid)
         # recorded start time of an earlier process with the same pid: SIGINT is not sent
         seq = ((signal.SIGINT, 0.2),)
-        assert not procs.stop_group(other.pid, (started or 0) - 1, seq)
+        # its old group is gone (a pgid in use is not handed out as a pid); nothing is sent
+        assert procs.stop_group(other.pid, (started or 0) - 1, seq) == (True, None)
         time.sleep(0.2)
         assert other.poll() is None
     finally:
