@@ -33,6 +33,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from lib.clock import Clock
 from lib.config import Config
@@ -41,7 +42,7 @@ from lib.execution import RunService
 from lib.history import History
 from lib.locks import daemon_lock, job_lock
 from lib.models import Job, RunRecord, RunRequest, TriggerKind
-from lib.orphans import Fate, Liveness, fate, stop_orphan
+from lib.orphans import ORPHAN_CONTAINER, ORPHAN_GONE, Fate, Liveness, fate, stop_orphan
 from lib.policies import Decision, decide_due, initial_next_fire, overlap_blocks
 from lib.retention import prune_and_log
 from lib.runners.base import CancelToken
@@ -127,7 +128,8 @@ class Daemon:
                 "another state_dir"
             )
         now = self.clock.now()
-        to_follow = self._runs_to_reattach(now)
+        containers: list[tuple[dict[str, Any], str]] = []
+        to_follow = self._runs_to_reattach(now, containers)
         fates = self._local_fates()
         abandoned = self.history.close_abandoned(
             now,
@@ -147,6 +149,14 @@ class Daemon:
                     row["process_pid"],
                 )
                 self._executor.submit(self._stop_orphan, row)
+        for row, name in containers:
+            log.warning(
+                "%s: run %s outlived a killed scheduler in container %s: stopping it",
+                row["job"],
+                row["run_id"],
+                name,
+            )
+            self._executor.submit(self._stop_orphan_container, row, name)
         for request, external_id, started_at in to_follow:
             log.info("%s: re-attaching to run %s (%s)", request.job.name, request.run_id, external_id)
             token = self._track(request)
@@ -186,13 +196,40 @@ class Daemon:
         self.history.close_run(str(row["run_id"]), self.clock.now(), "cancelled", reason)
         log.warning("%s: run %s: %s", row["job"], row["run_id"], reason)
 
-    def _runs_to_reattach(self, now: datetime) -> list[tuple[RunRequest, str, datetime]]:
-        """Runs a previous daemon left going remotely (an ECS task) that this one can follow."""
+    def _stop_orphan_container(self, row: dict[str, Any], name: str) -> None:
+        """`<engine> stop` + `rm` a container a killed scheduler left, then close its row once."""
+        runner = self.service.runners.get(self.config.jobs[row["job"]].runner)
+        try:
+            stopped = runner.stop_container(name)  # type: ignore[union-attr]
+        except Exception as exc:
+            log.error("%s: stopping container %s failed: %s", row["job"], name, exc)
+            stopped = False
+        reason = (ORPHAN_CONTAINER if stopped else ORPHAN_GONE).format(name=name)
+        self.history.close_run(str(row["run_id"]), self.clock.now(), "cancelled", reason)
+        log.warning("%s: run %s: %s", row["job"], row["run_id"], reason)
+
+    def _runs_to_reattach(
+        self, now: datetime, containers: list[tuple[dict[str, Any], str]] | None = None
+    ) -> list[tuple[RunRequest, str, datetime]]:
+        """Runs a previous daemon left going remotely (an ECS task) that this one can follow.
+
+        A container run (the docker runner: its external id is the container's name)
+        cannot be followed: unless its supervising scheduler (a `run-now`) still lives,
+        it goes into `containers`, to be stopped and closed `cancelled`.
+        """
         follow = []
+        live = Liveness(lock_held=lambda job: False)
         for row in self.history.running():
             if not row["external_id"]:
                 continue
             job = self.config.jobs.get(row["job"])
+            runner = self.service.runners.get(job.runner) if job is not None else None
+            if job is not None and not self.service.can_reattach(job) and hasattr(runner, "stop_container"):
+                if fate(row | {"process_pid": None}, live) is Fate.FOLLOWED:
+                    continue  # a run-now in another shell follows it to its end
+                if containers is not None:
+                    containers.append((row, row["external_id"]))
+                    continue
             if job is None or not self.service.can_reattach(job):
                 why = (
                     "no longer in jobs.yaml" if job is None else f"its runner {job.runner!r} cannot re-attach"

@@ -28,6 +28,10 @@ ORPHAN_REASON = (
     "cancelled: the scheduler was killed while this run went on; "
     "its process group was stopped ({signal}) when the scheduler restarted"
 )
+ORPHAN_CONTAINER = (
+    "cancelled: the scheduler was killed while this run went on; "
+    "its container {name} was stopped and removed when the scheduler restarted"
+)
 ORPHAN_GONE = (
     "cancelled: the scheduler was killed while this run went on; it ended unsupervised before the restart"
 )
