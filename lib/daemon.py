@@ -42,20 +42,21 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
-from typing import Protocol
+from typing import Any, Protocol
 
 from lib.clock import Clock
 from lib.config import Config
 from lib.errors import ConfigError, LockedError
 from lib.execution import RunService
 from lib.history import History
-from lib.locks import daemon_lock
+from lib.locks import daemon_lock, job_lock
 from lib.models import Job, RunRecord, RunRequest, TriggerKind
+from lib.orphans import ORPHAN_CONTAINER, ORPHAN_GONE, Fate, Liveness, fate, stop_orphan
 from lib.policies import Decision, decide_due, decide_queued, initial_next_fire, overlap_blocks
 from lib.queue_state import QueuedEntry, publish
 from lib.retention import prune_and_log
 from lib.runners.base import CancelToken, Runner
+from lib.runners.local import STOP_SEQUENCE
 
 log = logging.getLogger("dbt_scheduler")
 
@@ -133,6 +134,7 @@ class Daemon:
         self._lockfile = daemon_lock(config.state_dir)
         self._executor: Executor | None = None
         self._queue: list[_Queued] = []  # oldest first; at most one per job
+        self._orphan_stops: list[Joinable] = []  # threads stopping runs a killed daemon left
         self._published: tuple[str, ...] | None = None  # run ids of the queue as last written
         # The pool's size: a reload's new max_parallel takes effect only after a restart.
         self._slots = config.max_parallel
@@ -173,12 +175,45 @@ class Daemon:
                 "another state_dir"
             )
         now = self.clock.now()
-        to_follow = self._runs_to_reattach(now)
-        abandoned = self.history.close_abandoned(now, "the scheduler stopped before this run finished")
+        containers: list[tuple[dict[str, Any], str]] = []
+        to_follow = self._runs_to_reattach(now, containers)
+        fates = self._local_fates()
+        abandoned = self.history.close_abandoned(
+            now,
+            "the scheduler stopped before this run finished",
+            keep=lambda row: fates.get(row["run_id"], Fate.ABANDONED) is not Fate.ABANDONED,
+        )
         if abandoned:
             log.warning("marked %d run(s) left running by a previous daemon as cancelled", abandoned)
         self._executor = self.executor_factory(self._slots)
         self._publish_queue()  # replaces a queue.json a killed daemon left: `status` believes it now
+        # Orphans are stopped on threads of their own, not on the pool: the SIGINT path gives
+        # dbt its grace, which start() must not wait out, and a pool worker busy stopping one
+        # would be a run slot the queue does not know is taken.
+        for row in self.history.running():
+            if fates.get(row["run_id"]) is Fate.ORPHAN:
+                log.warning(
+                    "%s: run %s outlived a killed scheduler (pgid %s): stopping it",
+                    row["job"],
+                    row["run_id"],
+                    row["process_pid"],
+                )
+                self._orphan_stops.append(
+                    self.spawn(f"orphan-{row['run_id']}", lambda row=row: self._stop_orphan(row))
+                )
+        for row, name in containers:
+            log.warning(
+                "%s: run %s outlived a killed scheduler in container %s: stopping it",
+                row["job"],
+                row["run_id"],
+                name,
+            )
+            self._orphan_stops.append(
+                self.spawn(
+                    f"orphan-{row['run_id']}",
+                    lambda row=row, name=name: self._stop_orphan_container(row, name),
+                )
+            )
         for request, external_id, started_at in to_follow:
             log.info("%s: re-attaching to run %s (%s)", request.job.name, request.run_id, external_id)
             token = self._track(request)
@@ -192,13 +227,66 @@ class Daemon:
             self.config.max_parallel,
         )
 
-    def _runs_to_reattach(self, now: datetime) -> list[tuple[RunRequest, str, datetime]]:
-        """Runs a previous daemon left going remotely (an ECS task) that this one can follow."""
+    def _local_fates(self) -> dict[str, Fate]:
+        """For each `running` row without an external id: followed, orphan or abandoned."""
+        state_dir = self.config.state_dir
+
+        def lock_held(job: str) -> bool:
+            lock = job_lock(state_dir, job)
+            if not lock.try_acquire(""):
+                return True
+            lock.release()
+            return False
+
+        live = Liveness(lock_held=lock_held)
+        return {row["run_id"]: fate(row, live) for row in self.history.running() if not row["external_id"]}
+
+    def _stop_orphan(self, row: dict[str, object]) -> None:
+        """Stop an orphaned run's process group, then close its row `cancelled` (once)."""
+        local = self.service.runners.get("local")
+        sequence = getattr(local, "stop_sequence", STOP_SEQUENCE)
+        try:
+            reason = stop_orphan(row, sequence)
+        except Exception as exc:  # a worker's error would vanish in its future: log it
+            log.error("%s: stopping orphaned run %s failed: %s", row["job"], row["run_id"], exc)
+            reason = f"cancelled: the scheduler was killed while this run went on; stopping it failed: {exc}"
+        self.history.close_run(str(row["run_id"]), self.clock.now(), "cancelled", reason)
+        log.warning("%s: run %s: %s", row["job"], row["run_id"], reason)
+
+    def _stop_orphan_container(self, row: dict[str, Any], name: str) -> None:
+        """`<engine> stop` + `rm` a container a killed scheduler left, then close its row once."""
+        runner = self.service.runners.get(self.config.jobs[row["job"]].runner)
+        try:
+            stopped = runner.stop_container(name)  # type: ignore[union-attr]
+        except Exception as exc:
+            log.error("%s: stopping container %s failed: %s", row["job"], name, exc)
+            stopped = False
+        reason = (ORPHAN_CONTAINER if stopped else ORPHAN_GONE).format(name=name)
+        self.history.close_run(str(row["run_id"]), self.clock.now(), "cancelled", reason)
+        log.warning("%s: run %s: %s", row["job"], row["run_id"], reason)
+
+    def _runs_to_reattach(
+        self, now: datetime, containers: list[tuple[dict[str, Any], str]] | None = None
+    ) -> list[tuple[RunRequest, str, datetime]]:
+        """Runs a previous daemon left going remotely (an ECS task) that this one can follow.
+
+        A container run (the docker runner: its external id is the container's name)
+        cannot be followed: unless its supervising scheduler (a `run-now`) still lives,
+        it goes into `containers`, to be stopped and closed `cancelled`.
+        """
         follow = []
+        live = Liveness(lock_held=lambda job: False)
         for row in self.history.running():
             if not row["external_id"]:
                 continue
             job = self.config.jobs.get(row["job"])
+            runner = self.service.runners.get(job.runner) if job is not None else None
+            if job is not None and not self.service.can_reattach(job) and hasattr(runner, "stop_container"):
+                if fate(row | {"process_pid": None}, live) is Fate.FOLLOWED:
+                    continue  # a run-now in another shell follows it to its end
+                if containers is not None:
+                    containers.append((row, row["external_id"]))
+                    continue
             if job is None or not self.service.can_reattach(job):
                 why = (
                     "no longer in jobs.yaml" if job is None else f"its runner {job.runner!r} cannot re-attach"
@@ -541,6 +629,8 @@ class Daemon:
         self._executor = None
         if self._housekeeper is not None:
             self._housekeeper.join()  # a prune checks the stop flag between steps: this is short
+        for stopping in self._orphan_stops:  # bounded by the stop sequence (SIGINT … SIGKILL)
+            stopping.join()
         self._lockfile.release()
         log.info("dbt-scheduler stopped")
 

@@ -117,27 +117,30 @@ class RunService:
     ) -> RunRecord:
         """Run once under the job's lock; a run already in progress means this one is skipped."""
         holder = f"pid={os.getpid()} run_id={request.run_id} since={self.clock.now().isoformat()}"
-        with self._job_lock(request, holder) as busy:
+        with self._job_lock(request, holder) as (busy, lock_fds):
             if busy is not None:
                 return self.skip(request, f"previous run still running ({busy}); overlap: skip")
             cancel = cancel or CancelToken()
             if cancel.cancelled:
                 return self.skip(request, "the scheduler was stopping before the run started")
-            return self._execute_locked(request, on_line, cancel)
+            return self._execute_locked(request, on_line, cancel, inherit_fds=lock_fds)
 
     @contextmanager
-    def _job_lock(self, request: RunRequest, holder: str) -> Iterator[str | None]:
+    def _job_lock(self, request: RunRequest, holder: str) -> Iterator[tuple[str | None, tuple[int, ...]]]:
         """Hold the job's run lock (with `overlap: skip`) for the block.
 
-        Yields None when the run may go, or who holds the lock when another run does.
+        Yields (None, the lock's descriptor) when the run may go, or (who holds the
+        lock, ()) when another run does. A local run's process inherits the
+        descriptor, so the lock stays held while it lives even if we are killed.
         """
         job = request.job
         lock = job_lock(self.state_dir, job.name) if job.overlap == "skip" else None
         if lock is not None and not lock.try_acquire(holder):
-            yield lock.holder() or "another process"
+            yield lock.holder() or "another process", ()
             return
+        fd = lock.fileno() if lock is not None else None
         try:
-            yield None
+            yield None, (fd,) if fd is not None else ()
         finally:
             if lock is not None:
                 lock.release()
@@ -155,7 +158,7 @@ class RunService:
         Used at start-up for history rows still `running` with an external id, so a
         restarted daemon records the outcome instead of running the job again.
         """
-        with self._job_lock(request, f"pid={os.getpid()} run_id={request.run_id} reattached") as busy:
+        with self._job_lock(request, f"pid={os.getpid()} run_id={request.run_id} reattached") as (busy, _):
             if busy is not None:
                 # Someone else (another daemon?) already follows it: leave the row to them.
                 log.warning("%s: run %s is followed by %s", request.job.name, request.run_id, busy)
@@ -170,6 +173,7 @@ class RunService:
         on_line: Callable[[str], None],
         cancel: CancelToken,
         reattach_to: tuple[str, datetime] | None = None,
+        inherit_fds: tuple[int, ...] = (),
     ) -> RunRecord:
         job = request.job
         run_dir = self.run_dir(request)
@@ -189,6 +193,8 @@ class RunService:
             cancel=cancel,
             cache_dir=self.state_dir / "cache" / job.name,
             on_external_id=lambda ext, url: self.history.set_external_id(request.run_id, ext, url),
+            on_process=lambda pid: self._record_process(request, pid),
+            inherit_fds=inherit_fds,
         )
         try:
             outcome = self._safe_run(job, ctx, reattach_to[0] if reattach_to else None)
@@ -225,6 +231,14 @@ class RunService:
             log.error("%s: could not write the report in %s: %s", job.name, run_dir, exc)
         self._record_end(record)
         return record
+
+    def _record_process(self, request: RunRequest, pid: int) -> None:
+        try:
+            self.history.set_process(request.run_id, pid=pid)
+        except Exception as exc:  # the run goes on; only a restart's orphan search loses it
+            log.error(
+                "%s: could not record run %s's pid in history: %s", request.job.name, request.run_id, exc
+            )
 
     def _record_for(
         self, request: RunRequest, started_at: datetime, outcome: RunOutcome, run_dir: Path | None

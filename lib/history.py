@@ -13,16 +13,18 @@ in another process write concurrently, which WAL mode and a busy timeout allow.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from lib.models import RunRecord, RunRequest, TriggerKind, count_statuses
+from lib.procs import start_time
 
 RUNNING = "running"
 
@@ -56,7 +58,20 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN select_override TEXT;
     ALTER TABLE runs ADD COLUMN commands TEXT;
     """,
+    # 3: who runs a `running` row, so a restarted daemon can tell an orphan from a run
+    # another scheduler still follows: the supervising scheduler's pid and the run's
+    # own script pid (its process group), each with its start time from
+    # /proc/<pid>/stat (a pid alone may have been reused), and a container's name.
+    """
+    ALTER TABLE runs ADD COLUMN supervisor_pid INTEGER;
+    ALTER TABLE runs ADD COLUMN supervisor_start INTEGER;
+    ALTER TABLE runs ADD COLUMN process_pid INTEGER;
+    ALTER TABLE runs ADD COLUMN process_start INTEGER;
+    ALTER TABLE runs ADD COLUMN container TEXT;
+    """,
 ]
+# The columns of migration 3: in `running()` rows, not in `history --json`.
+PROCESS_COLUMNS = ("supervisor_pid", "supervisor_start", "process_pid", "process_start", "container")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The columns `history --json` prints (with run_dir), named like report.json's keys.
@@ -173,12 +188,15 @@ class History:
         commands: Sequence[str] = (),
     ) -> None:
         """Record a run as `running` the moment it starts, with its run-now overrides
-        (`request.target` / `request.select`) and the commands it was given."""
+        (`request.target` / `request.select`), the commands it was given, and this
+        process (pid + start time) as its supervisor."""
+        supervisor = os.getpid()
         with self._connect() as conn:
             conn.execute(
                 "INSERT INTO runs (run_id, job, trigger, triggered_by, scheduled_for, started_at,"
-                " outcome, run_dir, target_override, select_override, commands)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " outcome, run_dir, target_override, select_override, commands,"
+                " supervisor_pid, supervisor_start)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     request.run_id,
                     request.job.name,
@@ -191,7 +209,20 @@ class History:
                     request.target,
                     request.select,
                     json.dumps(list(commands)) if commands else None,
+                    supervisor,
+                    start_time(supervisor),
                 ),
+            )
+
+    def set_process(self, run_id: str, pid: int | None = None, container: str | None = None) -> None:
+        """Remember the run's own process group (its script's pid, with the pid's start
+        time) or container as soon as it exists, so a restarted daemon can find it."""
+        with self._connect() as conn:
+            conn.execute(
+                "UPDATE runs SET process_pid = COALESCE(?, process_pid),"
+                " process_start = COALESCE(?, process_start), container = COALESCE(?, container)"
+                " WHERE run_id = ?",
+                (pid, start_time(pid) if pid is not None else None, container, run_id),
             )
 
     def set_external_id(self, run_id: str, external_id: str, log_url: str | None = None) -> None:
@@ -245,27 +276,34 @@ class History:
                 row,
             )
 
-    def close_abandoned(self, finished_at: datetime, reason: str) -> int:
+    def close_abandoned(
+        self,
+        finished_at: datetime,
+        reason: str,
+        keep: Callable[[dict[str, Any]], bool] = lambda row: False,
+    ) -> int:
         """Mark runs left `running` by a daemon that died as cancelled; returns how many.
 
         Runs with an external id (a remote task that may still be going) are left
-        for their runner to re-attach to.
+        for their runner to re-attach to, and so is every row `keep` says is still
+        followed (its supervisor or a process holding its job lock is alive) or
+        handled elsewhere (an orphan being stopped). Each row is closed at most once:
+        only a row still `running` is updated.
         """
-        with self._connect() as conn:
-            cursor = conn.execute(
-                "UPDATE runs SET outcome = 'cancelled', reason = ?, finished_at = ?"
-                " WHERE outcome = ? AND external_id IS NULL",
-                (reason, _iso(finished_at), RUNNING),
-            )
-            return cursor.rowcount
+        closed = 0
+        for row in self.running():
+            if row["external_id"] or keep(row):
+                continue
+            closed += self.close_run(row["run_id"], finished_at, "cancelled", reason)
+        return closed
 
-    def close_run(self, run_id: str, finished_at: datetime, outcome: str, reason: str) -> None:
-        """End a `running` row that no one can follow any more."""
+    def close_run(self, run_id: str, finished_at: datetime, outcome: str, reason: str) -> int:
+        """End a `running` row that no one can follow any more; 1 if it was still running."""
         with self._connect() as conn:
-            conn.execute(
+            return conn.execute(
                 "UPDATE runs SET outcome = ?, reason = ?, finished_at = ? WHERE run_id = ? AND outcome = ?",
                 (outcome, reason, _iso(finished_at), run_id, RUNNING),
-            )
+            ).rowcount
 
     # ------------------------------------------------------------------ reading
 
@@ -309,7 +347,7 @@ class History:
     def running(self) -> list[dict[str, Any]]:
         with self._connect() as conn:
             rows = conn.execute("SELECT * FROM runs WHERE outcome = ?", (RUNNING,)).fetchall()
-        return [_row_to_dict(row) for row in rows]
+        return [_row_to_dict(row) | {column: row[column] for column in PROCESS_COLUMNS} for row in rows]
 
     # ------------------------------------------------------------------ retention (lib/retention.py)
 

@@ -41,6 +41,11 @@ class FileLock:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
+    def fileno(self) -> int | None:
+        """The locked descriptor while held: a child that inherits it keeps the flock
+        (it belongs to the open file description) after this process dies."""
+        return self._fd
+
     @property
     def held(self) -> bool:
         return self._fd is not None

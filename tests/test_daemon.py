@@ -370,6 +370,59 @@ def test_restart_reattaches_to_remote_runs_instead_of_running_again(
     assert "no longer in jobs.yaml" in gone_row["reason"]
 
 
+def test_restart_stops_a_left_container_and_leaves_runs_a_live_scheduler_elsewhere_follows(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    import sqlite3
+    import subprocess
+
+    from lib.orphans import ORPHAN_CONTAINER
+    from lib.procs import start_time
+
+    config = make_config({"boxed": {"schedule": "0 6 * * *"}})
+
+    class Containers(FakeRunner):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stopped: list[str] = []
+
+        def stop_container(self, name: str) -> bool:
+            self.stopped.append(name)
+            return True
+
+    runner = Containers()
+    app = make_app(config, runner)
+    job = config.jobs["boxed"]
+    started = START - timedelta(minutes=5)
+    # Another live process stands for a `run-now` in another shell supervising two runs.
+    other = subprocess.Popen(["sleep", "300"])
+    try:
+        for attempt in (1, 2):
+            left, elsewhere, local = (f"{name}-{attempt}" for name in ("left", "elsewhere", "local"))
+            for run_id in (left, elsewhere, local):
+                app.history.start(RunRequest(job, run_id, TriggerKind.SCHEDULE, started), started, None)
+            app.history.set_external_id(left, f"dbt-scheduler-boxed-{left}")
+            app.history.set_external_id(elsewhere, f"dbt-scheduler-boxed-{elsewhere}")
+            with sqlite3.connect(app.history.path) as conn:
+                conn.execute(
+                    "UPDATE runs SET supervisor_pid = ?, supervisor_start = ? WHERE run_id IN (?, ?)",
+                    (other.pid, start_time(other.pid), elsewhere, local),
+                )
+            daemon = daemon_for(app)
+            daemon.start()
+            daemon.shutdown()
+            assert runner.stopped[-1] == f"dbt-scheduler-boxed-{left}" and len(runner.stopped) == attempt
+            row = app.history.get(left)
+            assert row is not None and row["outcome"] == "cancelled"
+            assert row["reason"] == ORPHAN_CONTAINER.format(name=f"dbt-scheduler-boxed-{left}")
+            for run_id in (elsewhere, local):  # their own scheduler records their real outcome
+                assert app.history.get(run_id)["outcome"] == "running"  # type: ignore[index]
+            assert runner.calls == []
+    finally:
+        other.kill()
+        other.wait()
+
+
 # --------------------------------------------------------------------------------------
 # DST nights: several jobs in one zone, every fire time once, nothing missed
 # --------------------------------------------------------------------------------------

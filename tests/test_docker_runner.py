@@ -278,6 +278,35 @@ def test_cancel_stops_the_container(tmp_path: Path, podman: tuple[str, dict[str,
     assert removed(job, podman)
 
 
+def test_a_restarted_daemon_stops_and_removes_a_container_left_running(
+    tmp_path: Path, podman: tuple[str, dict[str, str]]
+) -> None:
+    # The run here stands for the one a killed scheduler left: a second runner, as a
+    # restarted daemon has, stops its container by the name history recorded.
+    tag, env = podman
+    job = make_job(tmp_path, env={"FAKE_MODE": "sleep"})
+    restarted = DockerRunner(DockerSettings(engine="podman", image=tag), base_env=env, stop_timeout=2)
+    name = container_name(job.name, "20260302T000000Z-abc123")
+    for attempt in (1, 2):
+        lines: list[str] = []
+        outcomes: list[RunOutcome] = []
+        left = threading.Thread(
+            target=lambda o=outcomes, d=tmp_path / str(attempt), ls=lines: o.append(
+                run(job, d, podman, lines=ls)
+            ),
+            daemon=True,
+        )
+        left.start()
+        deadline = time.monotonic() + 60
+        while "SLEEPING" not in " ".join(lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert restarted.stop_container(name)
+        left.join(timeout=60)
+        assert outcomes and outcomes[0].status is not RunStatus.SUCCEEDED
+        assert removed(job, podman)
+        assert not restarted.stop_container(name)  # nothing left to stop
+
+
 def test_image_not_found_is_failed_to_start_with_the_engines_message(
     tmp_path: Path, podman: tuple[str, dict[str, str]]
 ) -> None:

@@ -41,9 +41,9 @@ def record(run_id: str, status: RunStatus = RunStatus.SUCCEEDED, minutes: int = 
 def test_schema_is_versioned_and_created_on_first_use(tmp_path: Path) -> None:
     history = History(tmp_path / "state" / "history.db")
     assert not (tmp_path / "state").exists()
-    assert history.schema_version() == SCHEMA_VERSION == 2
+    assert history.schema_version() == SCHEMA_VERSION == 3
     conn = sqlite3.connect(tmp_path / "state" / "history.db")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def test_a_version_1_history_is_upgraded_in_place_and_keeps_its_rows(tmp_path: Path) -> None:
@@ -60,7 +60,7 @@ def test_a_version_1_history_is_upgraded_in_place_and_keeps_its_rows(tmp_path: P
     conn.close()
 
     history = History(path)
-    assert history.schema_version() == 2
+    assert history.schema_version() == 3
     old = history.get("old")
     assert old is not None and old["outcome"] == "succeeded"
     assert (old["target_override"], old["select_override"], old["commands"]) == (None, None, None)
@@ -143,6 +143,32 @@ def test_abandoned_runs_are_closed_but_remote_ones_kept(tmp_path: Path) -> None:
     assert history.close_abandoned(T0 + timedelta(hours=1), "daemon died") == 1
     assert history.get("local")["outcome"] == "cancelled"  # type: ignore[index]
     assert history.get("remote")["outcome"] == "running"  # type: ignore[index]
+
+
+def test_a_run_records_its_supervisor_and_process_and_close_abandoned_keeps_what_keep_says(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    from lib.procs import start_time
+
+    history = History(tmp_path / "h.db")
+    for run_id in ("followed", "gone", "gone2"):
+        history.start(RunRequest(JOB, run_id, TriggerKind.SCHEDULE, T0), T0, None)
+    history.set_process("followed", pid=os.getpid())
+    rows = {row["run_id"]: row for row in history.running()}
+    me = (os.getpid(), start_time(os.getpid()))
+    assert (rows["gone"]["supervisor_pid"], rows["gone"]["supervisor_start"]) == me
+    assert (rows["followed"]["process_pid"], rows["followed"]["process_start"]) == me
+    assert rows["gone"]["process_pid"] is None
+    closed = history.close_abandoned(T0, "daemon died", keep=lambda row: row["run_id"] == "followed")
+    assert closed == 2
+    assert history.get("followed")["outcome"] == "running"  # type: ignore[index]
+    assert history.get("gone")["outcome"] == "cancelled"  # type: ignore[index]
+    # A row is closed once: a second pass finds nothing more, and close_run says so.
+    assert history.close_abandoned(T0, "again", keep=lambda row: True) == 0
+    assert history.close_run("gone", T0, "cancelled", "again") == 0
+    assert history.get("gone")["reason"] == "daemon died"  # type: ignore[index]
 
 
 def test_concurrent_writers(tmp_path: Path) -> None:

@@ -83,6 +83,12 @@ class RunContext:
     cache_dir: Path | None = None
     # Called with e.g. an ECS task ARN as soon as it exists, so history can record it.
     on_external_id: Callable[[str, str | None], None] = lambda external_id, log_url: None
+    # Called with a local run's script pid (= its process group) as soon as it exists,
+    # so history can record it and a restarted daemon find an orphaned run.
+    on_process: Callable[[int], None] = lambda pid: None
+    # Descriptors the run's process inherits: the job lock's, so the kernel keeps the
+    # lock held while bash/dbt live, even if the scheduler is killed (kill -9).
+    inherit_fds: tuple[int, ...] = ()
 
 
 class Runner(Protocol):

@@ -265,6 +265,17 @@ class DockerRunner:
             args.append("--userns=keep-id")
         return args
 
+    def stop_container(self, name: str) -> bool:
+        """Stop and remove a run's container a killed scheduler left behind (`<engine>
+        stop -t N`, then `rm -f`); True when there was one to stop. Never raises."""
+        engine = shutil.which(self.settings.engine, path=self.base_env.get("PATH", os.defpath))
+        if engine is None:
+            return False
+        launch = _Launch([engine], dict(self.base_env), Path())
+        code, _ = _engine(launch, ["stop", "-t", str(self.stop_timeout), name], self.stop_timeout)
+        _engine(launch, ["rm", "-f", name], 0)
+        return code == 0
+
     # ------------------------------------------------------------------ following the run
 
     def _stop(self, process: subprocess.Popen, launch: _Launch, name: str) -> None:

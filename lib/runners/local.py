@@ -74,12 +74,14 @@ class LocalRunner:
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # its own process group, so a stop reaches dbt too
+                    pass_fds=ctx.inherit_fds,
                 )
             except OSError as exc:
                 message = f"could not start bash {self.script}: {exc}"
                 log.write(ctx.masker(message) + "\n")
                 return RunOutcome(RunStatus.FAILED_TO_START, reason=message, log_path=log_path)
 
+            ctx.on_process(process.pid)
             exit_code, timed_out, cancelled, watcher = follow_process(
                 process, log, ctx, stop=lambda: self._stop(process, ctx)
             )
