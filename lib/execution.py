@@ -22,7 +22,7 @@ from pathlib import Path
 from lib.clock import Clock
 from lib.errors import RunDetached
 from lib.history import History
-from lib.locks import job_lock
+from lib.locks import LockError, job_lock
 from lib.models import Job, RunOutcome, RunRecord, RunRequest, RunStatus, TriggerKind
 from lib.report.compiled import keep_compiled_sql
 from lib.report.files import write_reports
@@ -110,13 +110,17 @@ class RunService:
     ) -> RunRecord:
         """Run once under the job's lock; a run already in progress means this one is skipped."""
         holder = f"pid={os.getpid()} run_id={request.run_id} since={self.clock.now().isoformat()}"
-        with self._job_lock(request, holder) as busy:
-            if busy is not None:
-                return self.skip(request, f"previous run still running ({busy}); overlap: skip")
-            cancel = cancel or CancelToken()
-            if cancel.cancelled:
-                return self.skip(request, "the scheduler was stopping before the run started")
-            return self._execute_locked(request, on_line, cancel)
+        try:
+            with self._job_lock(request, holder) as busy:
+                if busy is not None:
+                    return self.skip(request, f"previous run still running ({busy}); overlap: skip")
+                cancel = cancel or CancelToken()
+                if cancel.cancelled:
+                    return self.skip(request, "the scheduler was stopping before the run started")
+                return self._execute_locked(request, on_line, cancel)
+        except LockError as exc:  # raised only while taking the lock: nothing ran
+            log.error("%s: %s: the run did not start", request.job.name, exc)
+            return self.skip(request, f"{exc}: the run did not start")
 
     @contextmanager
     def _job_lock(self, request: RunRequest, holder: str) -> Iterator[str | None]:
