@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print a JSON list (report.json fields but nodes)"
     )
     history.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    repair = sub.add_parser(
+        "repair-history", help="move a corrupt history.db aside (history.db.corrupt-<time>) and start anew"
+    )
+    repair.add_argument("--force", action="store_true", help="move it aside even when it passes its check")
     prune = sub.add_parser("prune", help="apply retention: now (the daemon does it daily)")
     prune.add_argument("--dry-run", action="store_true", help="say what would be deleted; delete nothing")
     bootstrap = sub.add_parser("bootstrap", help="provision the AWS side for ECS jobs (see README)")
@@ -113,10 +117,14 @@ def _config_path(args: argparse.Namespace) -> Path:
     return args.config if args.config is not None else default_config_path()
 
 
-def _app(args: argparse.Namespace) -> Any:
+def _app(args: argparse.Namespace, check_history: bool = False) -> Any:
+    """The app; with `check_history`, a corrupt history.db stops here (exit 2, the fix named)."""
     from lib.app import build_app
 
-    return build_app(_config_path(args))
+    app = build_app(_config_path(args))
+    if check_history:
+        app.history.check()
+    return app
 
 
 def _console() -> Any:
@@ -206,7 +214,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from lib.durations import format_duration
 
-    app = _app(args)
+    app = _app(args, check_history=True)
     now = app.clock.now()
     last = app.history.last_runs()
     table = Table(title=f"dbt-scheduler: {len(app.config.jobs)} job(s)")
@@ -224,7 +232,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    app = _app(args)
+    app = _app(args, check_history=True)
     if args.job is not None:
         app.config.job(args.job)  # an unknown job is an error, not an empty list
     runs = app.history.runs(args.job, limit=args.limit)
@@ -285,7 +293,7 @@ def cmd_run_now(args: argparse.Namespace) -> int:
     from lib.models import TriggerKind
     from lib.report.console import RunProgress, render_summary
 
-    app = _app(args)
+    app = _app(args, check_history=True)
     job = app.config.job(args.job)
     console = _console()
     request = app.service.new_request(
@@ -319,7 +327,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lib.daemon import Daemon
 
     path = _config_path(args)
-    app = _app(args)
+    app = _app(args, check_history=True)
     print_lock = threading.Lock()
 
     def on_line(request: Any, line: str) -> None:
@@ -377,6 +385,25 @@ def _off_the_main_thread(work: Callable[[], int], name: str) -> int:
     return outcome[0]
 
 
+def cmd_repair_history(args: argparse.Namespace) -> int:
+    """Move a corrupt history.db aside as history.db.corrupt-<UTC time> and start a new one."""
+    from lib.history import HistoryCorrupt
+
+    app = _app(args)
+    try:
+        app.history.check()
+    except HistoryCorrupt as exc:
+        print(f"{exc}", file=sys.stderr)
+    else:
+        if not args.force:
+            print(f"history {app.history.path} passes its check: nothing to repair (--force: move it anyway)")
+            return EXIT_OK
+    aside = app.history.repair(app.clock.now())
+    app.history.schema_version()  # creates the new, empty history.db now
+    print(f"moved it aside as {aside}; a new {app.history.path} was created" if aside else "no history.db")
+    return EXIT_OK
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     """Delete old run folders, failed runs' work/ and history rows as `retention:` says."""
     from lib.app import build_app
@@ -431,4 +458,5 @@ COMMANDS = {
     "history": cmd_history,
     "logs": cmd_logs,
     "prune": cmd_prune,
+    "repair-history": cmd_repair_history,
 }
