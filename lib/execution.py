@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from lib.report.files import write_reports
 from lib.run_env import EnvFileError, effective_commands, read_env_file
 from lib.runners.base import CancelToken, RunContext, Runner
 from lib.secrets import SecretMasker
+from lib.statedir import write_problem
 
 log = logging.getLogger("dbt_scheduler")
 
@@ -174,7 +176,16 @@ class RunService:
         masker = self.masker_for(job)
         if reattach_to is None:
             started_at = self.clock.now()
-            self.history.start(request, started_at, run_dir, effective_commands(job, request.select))
+            try:
+                self.history.start(request, started_at, run_dir, effective_commands(job, request.select))
+            except (OSError, sqlite3.Error) as exc:
+                # The run still goes: `finish` inserts the row when `start` could not.
+                log.error(
+                    "%s: could not record the start of run %s: %s",
+                    job.name,
+                    request.run_id,
+                    write_problem(self.state_dir, exc),
+                )
         else:
             started_at = reattach_to[1]
         ctx = RunContext(
@@ -258,7 +269,8 @@ class RunService:
         try:
             self.history.finish(record)
         except Exception as exc:  # history is important, but the daemon must go on
-            log.error("%s: could not record run %s in history: %s", record.job, record.run_id, exc)
+            problem = write_problem(self.state_dir, exc) if isinstance(exc, OSError | sqlite3.Error) else exc
+            log.error("%s: could not record run %s in history: %s", record.job, record.run_id, problem)
         for listener in self.listeners:
             try:
                 listener(record)

@@ -106,3 +106,48 @@ def test_a_busy_history_is_waited_for_then_written(tmp_path: Path) -> None:
     for run_id in ("after", "again"):
         history.finish(record(run_id))
     assert {r["run_id"] for r in History(db).runs()} == {"first", "after", "again"}
+
+
+def test_a_run_whose_start_cannot_be_recorded_still_runs_and_is_recorded_at_its_end(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+    import signal
+
+    from lib.clock import SystemClock
+    from lib.execution import RunService
+    from lib.models import RunStatus, TriggerKind
+    from lib.runners.local import LocalRunner
+    from tests.test_local_runner import make_job
+
+    script = tmp_path / "script.sh"
+    script.write_text("echo hello\n")
+    stop = ((signal.SIGINT, 1.0), (signal.SIGTERM, 1.0), (signal.SIGKILL, 1.0))
+    db = tmp_path / "state" / "history.db"
+    service = RunService(
+        state_dir=tmp_path / "state",
+        runners={
+            "local": LocalRunner(script=script, base_env={"PATH": os.environ["PATH"]}, stop_sequence=stop)
+        },
+        history=History(db, timeout=0.2),
+        clock=SystemClock(),
+    )
+    service.history.schema_version()
+    job = make_job(tmp_path)
+    for attempt in range(2):
+        holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN EXCLUSIVE")  # another process writing, for longer than the timeout
+
+        def let_go(line: str, holder: sqlite3.Connection = holder) -> None:
+            if holder.in_transaction:
+                holder.execute("COMMIT")
+
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="dbt_scheduler"):
+            result = service.execute(service.new_request(job, TriggerKind.MANUAL), on_line=let_go)
+        holder.close()
+        assert result.outcome.status is RunStatus.SUCCEEDED, result.outcome.reason
+        errors = [m for m in caplog.messages if "could not record the start" in m]
+        assert len(errors) == 1 and "is busy: another process holds its lock" in errors[0], caplog.messages
+        assert len(History(db).runs()) == attempt + 1, caplog.messages
+        assert History(db).get(result.run_id)["outcome"] == "succeeded"
