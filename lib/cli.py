@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -216,7 +217,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     app = _app(args, check_history=True)
     now = app.clock.now()
-    last = app.history.last_runs()
+    unread = None
+    try:
+        last = app.history.last_runs()
+    except (OSError, sqlite3.Error) as exc:  # a full or read-only state_dir: still show the jobs
+        from lib.statedir import write_problem
+
+        last, unread = {}, f"warning: could not read the history: {write_problem(app.config.state_dir, exc)}"
     table = Table(title=f"dbt-scheduler: {len(app.config.jobs)} job(s)")
     for column in ("job", "schedule", "next run", "last run", "outcome", "duration"):
         table.add_column(column)
@@ -228,6 +235,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         duration = format_duration(run["duration_s"]) if run and run["duration_s"] is not None else "-"
         table.add_row(job.name, job.trigger.describe(), next_run, started, outcome, duration)
     _console().print(table)
+    from lib.statedir import health
+
+    problem = health(app.config.state_dir)
+    if unread is not None:
+        print(unread)
+    if problem is not None:
+        print(f"warning: {problem}")
     return EXIT_OK
 
 

@@ -162,10 +162,10 @@ class History:
                 rows = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
             finally:
                 conn.close()
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                return  # busy is not corrupt: the writes wait (and retry) on their own
-            rows = [str(exc)]
+        except sqlite3.OperationalError:
+            # Busy, or "disk I/O error" on a full or read-only state_dir (no room for the
+            # -shm file): not corruption. The writes report those on their own.
+            return
         except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
             rows = [str(exc)]
         if rows != ["ok"]:

@@ -25,3 +25,16 @@ def write_problem(state_dir: Path, exc: BaseException) -> str:
     if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
         return f"history {state_dir / 'history.db'} is busy: another process holds its lock ({text})"
     return f"state_dir {state_dir}: {text}"
+
+
+def health(state_dir: Path) -> str | None:
+    """`state_dir X is full (0 bytes free)` or `... is read-only`; None when it can be written."""
+    try:
+        stat = os.statvfs(state_dir)
+    except OSError:
+        return None  # not there yet: created on first use
+    if stat.f_flag & os.ST_RDONLY:
+        return f"state_dir {state_dir} is read-only: runs cannot be recorded until it is writable"
+    if stat.f_bavail == 0:
+        return f"state_dir {state_dir} is full (0 bytes free): runs cannot be recorded until space is freed"
+    return None

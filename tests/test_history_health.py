@@ -151,3 +151,30 @@ def test_a_run_whose_start_cannot_be_recorded_still_runs_and_is_recorded_at_its_
         assert len(errors) == 1 and "is busy: another process holds its lock" in errors[0], caplog.messages
         assert len(History(db).runs()) == attempt + 1, caplog.messages
         assert History(db).get(result.run_id)["outcome"] == "succeeded"
+
+
+def test_status_says_plainly_that_state_dir_is_full_or_read_only(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.disk_helpers import fill
+
+    disk = tmp_path / "state"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        config = write_config(tmp_path)
+        assert cli(config, "status").returncode == 0  # creates history.db
+        filler = fill(disk)
+        for _ in range(2):
+            done = cli(config, "status")
+            assert done.returncode == 0, done.stderr
+            assert f"warning: state_dir {disk} is full (0 bytes free)" in done.stdout
+        filler.unlink()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        done = cli(config, "status")
+        assert f"warning: state_dir {disk} is read-only" in done.stdout, done.stdout + done.stderr
+        subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+        assert "warning" not in cli(config, "status").stdout
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
