@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print a JSON list (report.json fields but nodes)"
     )
     history.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    repair = sub.add_parser(
+        "repair-history", help="move a corrupt history.db aside (history.db.corrupt-<time>) and start anew"
+    )
+    repair.add_argument("--force", action="store_true", help="move it aside even when it passes its check")
     prune = sub.add_parser("prune", help="apply retention: now (the daemon does it daily)")
     prune.add_argument("--dry-run", action="store_true", help="say what would be deleted; delete nothing")
     bootstrap = sub.add_parser("bootstrap", help="provision the AWS side for ECS jobs (see README)")
@@ -116,10 +121,14 @@ def _config_path(args: argparse.Namespace) -> Path:
     return args.config if args.config is not None else default_config_path()
 
 
-def _app(args: argparse.Namespace) -> Any:
+def _app(args: argparse.Namespace, check_history: bool = False) -> Any:
+    """The app; with `check_history`, a corrupt history.db stops here (exit 2, the fix named)."""
     from lib.app import build_app
 
-    return build_app(_config_path(args))
+    app = build_app(_config_path(args))
+    if check_history:
+        app.history.check()
+    return app
 
 
 def _console() -> Any:
@@ -209,9 +218,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from lib.durations import format_duration
 
-    app = _app(args)
+    app = _app(args, check_history=True)
     now = app.clock.now()
-    last = app.history.last_runs()
+    unread = None
+    try:
+        last = app.history.last_runs()
+    except (OSError, sqlite3.Error) as exc:  # a full or read-only state_dir: still show the jobs
+        from lib.statedir import write_problem
+
+        last, unread = {}, f"warning: could not read the history: {write_problem(app.config.state_dir, exc)}"
     table = Table(title=f"dbt-scheduler: {len(app.config.jobs)} job(s)")
     for column in ("job", "schedule", "next run", "last run", "outcome", "duration"):
         table.add_column(column)
@@ -223,6 +238,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         duration = format_duration(run["duration_s"]) if run and run["duration_s"] is not None else "-"
         table.add_row(job.name, job.trigger.describe(), next_run, started, outcome, duration)
     _console().print(table)
+    from lib.statedir import health
+
+    problem = health(app.config.state_dir)
+    if unread is not None:
+        print(unread)
+    if problem is not None:
+        print(f"warning: {problem}")
     queue_line = _queue_line(app.config.state_dir, app.config.max_parallel, now)
     if queue_line:
         _console().print(queue_line, highlight=False)
@@ -249,7 +271,7 @@ def _queue_line(state_dir: Path, max_parallel: int, now: datetime) -> str:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    app = _app(args)
+    app = _app(args, check_history=True)
     if args.job is not None:
         app.config.job(args.job)  # an unknown job is an error, not an empty list
     runs = app.history.runs(args.job, limit=args.limit)
@@ -310,7 +332,7 @@ def cmd_run_now(args: argparse.Namespace) -> int:
     from lib.models import TriggerKind
     from lib.report.console import RunProgress, render_summary
 
-    app = _app(args)
+    app = _app(args, check_history=True)
     job = app.config.job(args.job)
     console = _console()
     request = app.service.new_request(
@@ -345,7 +367,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lib.daemon import Daemon
 
     path = _config_path(args)
-    app = _app(args)
+    app = _app(args, check_history=True)
     print_lock = threading.Lock()
 
     def on_line(request: Any, line: str) -> None:
@@ -410,6 +432,25 @@ def _off_the_main_thread(work: Callable[[], int], name: str) -> int:
     return outcome[0]
 
 
+def cmd_repair_history(args: argparse.Namespace) -> int:
+    """Move a corrupt history.db aside as history.db.corrupt-<UTC time> and start a new one."""
+    from lib.history import HistoryCorrupt
+
+    app = _app(args)
+    try:
+        app.history.check()
+    except HistoryCorrupt as exc:
+        print(f"{exc}", file=sys.stderr)
+    else:
+        if not args.force:
+            print(f"history {app.history.path} passes its check: nothing to repair (--force: move it anyway)")
+            return EXIT_OK
+    aside = app.history.repair(app.clock.now())
+    app.history.schema_version()  # creates the new, empty history.db now
+    print(f"moved it aside as {aside}; a new {app.history.path} was created" if aside else "no history.db")
+    return EXIT_OK
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     """Delete old run folders, failed runs' work/ and history rows as `retention:` says."""
     from lib.app import build_app
@@ -470,4 +511,5 @@ COMMANDS = {
     "history": cmd_history,
     "logs": cmd_logs,
     "prune": cmd_prune,
+    "repair-history": cmd_repair_history,
 }

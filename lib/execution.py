@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -22,13 +23,14 @@ from pathlib import Path
 from lib.clock import Clock
 from lib.errors import RunDetached
 from lib.history import History
-from lib.locks import job_lock
+from lib.locks import LockError, job_lock
 from lib.models import Job, RunOutcome, RunRecord, RunRequest, RunStatus, TriggerKind
 from lib.report.compiled import keep_compiled_sql
 from lib.report.files import write_reports
 from lib.run_env import EnvFileError, effective_commands, read_dotenv, read_env_file
 from lib.runners.base import CancelToken, RunContext, Runner
 from lib.secrets import SecretMasker, mask_artifacts
+from lib.statedir import write_problem
 
 log = logging.getLogger("dbt_scheduler")
 
@@ -117,13 +119,17 @@ class RunService:
     ) -> RunRecord:
         """Run once under the job's lock; a run already in progress means this one is skipped."""
         holder = f"pid={os.getpid()} run_id={request.run_id} since={self.clock.now().isoformat()}"
-        with self._job_lock(request, holder) as (busy, lock_fds):
-            if busy is not None:
-                return self.skip(request, f"previous run still running ({busy}); overlap: skip")
-            cancel = cancel or CancelToken()
-            if cancel.cancelled:
-                return self.skip(request, "the scheduler was stopping before the run started")
-            return self._execute_locked(request, on_line, cancel, inherit_fds=lock_fds)
+        try:
+            with self._job_lock(request, holder) as (busy, lock_fds):
+                if busy is not None:
+                    return self.skip(request, f"previous run still running ({busy}); overlap: skip")
+                cancel = cancel or CancelToken()
+                if cancel.cancelled:
+                    return self.skip(request, "the scheduler was stopping before the run started")
+                return self._execute_locked(request, on_line, cancel, inherit_fds=lock_fds)
+        except LockError as exc:  # raised only while taking the lock: nothing ran
+            log.error("%s: %s: the run did not start", request.job.name, exc)
+            return self.skip(request, f"{exc}: the run did not start")
 
     @contextmanager
     def _job_lock(self, request: RunRequest, holder: str) -> Iterator[tuple[str | None, tuple[int, ...]]]:
@@ -181,7 +187,16 @@ class RunService:
         masker = self.masker_for(job)
         if reattach_to is None:
             started_at = self.clock.now()
-            self.history.start(request, started_at, run_dir, effective_commands(job, request.select))
+            try:
+                self.history.start(request, started_at, run_dir, effective_commands(job, request.select))
+            except (OSError, sqlite3.Error) as exc:
+                # The run still goes: `finish` inserts the row when `start` could not.
+                log.error(
+                    "%s: could not record the start of run %s: %s",
+                    job.name,
+                    request.run_id,
+                    write_problem(self.state_dir, exc),
+                )
         else:
             started_at = reattach_to[1]
         ctx = RunContext(
@@ -283,7 +298,8 @@ class RunService:
         try:
             self.history.finish(record)
         except Exception as exc:  # history is important, but the daemon must go on
-            log.error("%s: could not record run %s in history: %s", record.job, record.run_id, exc)
+            problem = write_problem(self.state_dir, exc) if isinstance(exc, OSError | sqlite3.Error) else exc
+            log.error("%s: could not record run %s in history: %s", record.job, record.run_id, problem)
         for listener in self.listeners:
             try:
                 listener(record)

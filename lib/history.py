@@ -13,6 +13,7 @@ in another process write concurrently, which WAL mode and a busy timeout allow.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -23,10 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lib.errors import SchedulerError
 from lib.models import RunRecord, RunRequest, TriggerKind, count_statuses
 from lib.procs import start_time
 
 RUNNING = "running"
+log = logging.getLogger("dbt_scheduler")
 
 MIGRATIONS: list[str] = [
     """
@@ -110,8 +113,11 @@ def _str(value: object) -> str | None:
 class History:
     """The run history store. Cheap to construct; the file is created on first use."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, timeout: float = 30.0) -> None:
         self.path = path
+        # How long a write waits for another process's lock before it fails (sqlite's
+        # busy timeout); injectable so a test of a busy database does not wait 30 s.
+        self.timeout = timeout
         self._ready = False
         # One connection per thread, kept open: closing the last connection to a WAL
         # database checkpoints it and deletes the -wal file, ~2 ms of every history
@@ -121,10 +127,22 @@ class History:
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and self._replaced():
+            # Deleted or replaced under us: writing on would go to an unlinked inode and
+            # be lost. Say so once and open (and migrate) whatever is at the path now.
+            log.error(
+                "history: %s was deleted or replaced while the scheduler ran: "
+                "runs from now on are recorded in the file now at that path",
+                self.path,
+            )
+            self._local.conn = None
+            conn.close()
+            conn = None
+            self._ready = False
         if conn is None:
             if not self._ready:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30)
+            conn = sqlite3.connect(self.path, timeout=self.timeout)
             conn.row_factory = sqlite3.Row
             # With WAL, NORMAL syncs at checkpoints instead of on every commit: still safe
             # against corruption, and it took the 5th of 5 runs starting in the same second
@@ -138,8 +156,56 @@ class History:
                     raise
                 self._ready = True
             self._local.conn = conn
+            self._local.inode = _inode(self.path)
         with conn:
             yield conn
+
+    def _replaced(self) -> bool:
+        # One stat per write: microseconds, against losing every later row.
+        return _inode(self.path) != getattr(self._local, "inode", None)
+
+    def check(self) -> None:
+        """Raise HistoryCorrupt when history.db exists but fails `PRAGMA quick_check`.
+
+        A missing file is not an error (a new state_dir; it is created on first use).
+        """
+        if not self.path.exists():
+            return
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=self.timeout)
+            try:
+                rows = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+            finally:
+                conn.close()
+        except sqlite3.OperationalError:
+            # Busy, or "disk I/O error" on a full or read-only state_dir (no room for the
+            # -shm file): not corruption. The writes report those on their own.
+            return
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
+            rows = [str(exc)]
+        if rows != ["ok"]:
+            raise HistoryCorrupt(
+                f"history {self.path} is corrupt ({rows[0]}): run `scheduler.py repair-history` "
+                "to move it aside and start a new one"
+            )
+
+    def repair(self, now: datetime) -> Path | None:
+        """Move history.db (and its -wal/-shm) aside as `history.db.corrupt-<UTC time>`.
+
+        Returns where it went, or None when there was no file. The next use creates a
+        new, empty history.db; the old one stays for forensics (`sqlite3 .recover`).
+        """
+        self.close()
+        if not self.path.exists():
+            return None
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}")
+        for suffix in ("-wal", "-shm"):
+            extra = self.path.with_name(self.path.name + suffix)
+            if extra.exists():
+                extra.rename(aside.with_name(aside.name + suffix))
+        self.path.rename(aside)
+        self._ready = False
+        return aside
 
     def close(self) -> None:
         """Close this thread's connection (others close when their thread's data goes)."""
@@ -394,6 +460,18 @@ class History:
             if dry_run:
                 return int(conn.execute(f"SELECT COUNT(*) FROM runs WHERE {where}", params).fetchone()[0])
             return conn.execute(f"DELETE FROM runs WHERE {where}", params).rowcount
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+class HistoryCorrupt(SchedulerError):
+    """history.db fails its integrity check; the message names the repair command."""
 
 
 def _row_to_dict(row: sqlite3.Row) -> dict[str, Any]:

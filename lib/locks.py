@@ -8,9 +8,14 @@ drops the lock when its holder dies, so a crashed daemon never leaves a stale lo
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
+
+
+class LockError(OSError):
+    """The lock could not be taken for a reason other than another holder (disk full…)."""
 
 
 class FileLock:
@@ -21,7 +26,10 @@ class FileLock:
         self._fd: int | None = None
 
     def try_acquire(self, holder: str) -> bool:
-        """Take the lock and write `holder` into the file; False when someone else has it."""
+        """Take the lock and write `holder` into the file; False when someone else has it.
+
+        Raises LockError (the lock not kept) when the holder cannot be written.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -29,17 +37,28 @@ class FileLock:
         except BlockingIOError:
             os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.write(fd, holder.encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, holder.encode())
+        except OSError as exc:
+            # A full or read-only state_dir: let go at once, or the job would stay
+            # locked until the process ends.
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise LockError(f"could not write the lock file {self.path}: {exc.strerror or exc}") from exc
         self._fd = fd
         return True
 
     def release(self) -> None:
+        """Let go; always unlocks and closes, even when clearing the holder fails."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            try:
+                with contextlib.suppress(OSError):  # the file's content is only informative
+                    os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
 
     def fileno(self) -> int | None:
         """The locked descriptor while held: a child that inherits it keeps the flock

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import subprocess
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -26,6 +27,9 @@ SETUP_EXIT_CODES = {
     127: "dbt is not installed where the job runs",
 }
 LOG_TAIL_LINES = 200  # lines kept in memory for the failure reason
+EXIT_POLL_S = 0.2  # how often to look for the exit of a child whose output has closed
+EXIT_WAIT_S = 60.0  # longest wait for an exit after output ended or a stop (then: stop again)
+OUTPUT_JOIN_S = 5.0  # longest wait for the output thread after the child exited
 _MISSING_ENV_VAR = re.compile(r"Env var required but not provided: '([^']+)'")
 
 
@@ -191,7 +195,10 @@ class OutputWatcher:
         # left here, the one path to run.log, history's reason, the console and the
         # daemon's journal. Before masking, so a code inside a secret cannot hide it.
         line = self.ctx.masker(strip_ansi(line).replace("\n", " "))
-        self.log.write(line + "\n")
+        # A plain file on a full or read-only disk (RunLog never raises): the line is
+        # lost from the file, but the pipe keeps draining so the child never blocks.
+        with contextlib.suppress(OSError, ValueError):
+            self.log.write(line + "\n")
         # A Python traceback dbt prints after its error runs to hundreds of indented
         # frame lines; kept out of the tail, they cannot push dbt's error out of it.
         if line.startswith("Traceback (most recent call last)") or line.endswith(
@@ -214,9 +221,11 @@ class OutputWatcher:
         with contextlib.suppress(Exception):  # a broken console must not break the run
             self.ctx.on_line(line)
 
-    def join(self) -> None:
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the end of output; with `timeout`, no longer than that (a grandchild
+        that keeps the pipe open must not hold the run)."""
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(timeout)
 
 
 def follow_process(
@@ -233,6 +242,7 @@ def follow_process(
     finished = threading.Event()
     watcher.start(on_eof=finished.set)
     ctx.cancel.on_cancel(finished.set)
+    never = threading.Event()  # for the short exit polls: nothing sets it
     timed_out = False
     limit = job.timeout if job.timeout is not None else threading.TIMEOUT_MAX
     started = ctx.clock.monotonic()
@@ -243,12 +253,26 @@ def follow_process(
         if remaining <= 0:
             timed_out = True
             break
-        ctx.clock.wait(remaining, finished)
         if watcher.done:
-            process.wait()
+            # Output closed but the process lives on (it closed stdout, or a grandchild
+            # kept it): no event tells its exit, so look again shortly, still bounded by
+            # the timeout and the cancel. Rare, so the short poll costs nothing.
+            ctx.clock.wait(min(remaining, EXIT_POLL_S), never)
+        else:
+            ctx.clock.wait(remaining, finished)
     cancelled = ctx.cancel.cancelled and process.poll() is None
     if timed_out or cancelled:
         stop()
-    exit_code = process.wait()
-    watcher.join()
+    exit_code = _bounded_wait(process, stop)
+    watcher.join(OUTPUT_JOIN_S)
     return exit_code, timed_out, cancelled, watcher
+
+
+def _bounded_wait(process: Any, stop: Callable[[], None]) -> int:
+    """The exit code, without ever waiting unbounded: a child still there after
+    EXIT_WAIT_S is stopped (the runner's escalation ends in SIGKILL) and waited for again."""
+    try:
+        return int(process.wait(timeout=EXIT_WAIT_S))
+    except subprocess.TimeoutExpired:
+        stop()
+    return int(process.wait(timeout=EXIT_WAIT_S))

@@ -45,6 +45,7 @@ from lib.markers import parse_marker
 from lib.models import DockerSettings, RunOutcome, RunStatus
 from lib.run_env import EnvFileError, container_variables, job_cache_variables, read_env_file
 from lib.runners.base import RunContext, classify_exit, follow_process
+from lib.runners.runlog import RunLog, with_note
 
 # The local runner's output watcher: one place that masks, logs and reads markers.
 
@@ -108,7 +109,7 @@ class DockerRunner:
         log_path = ctx.run_dir / "run.log"
         ctx.run_dir.mkdir(parents=True, exist_ok=True)
 
-        with open(log_path, "w", encoding="utf-8", buffering=1) as log:
+        with RunLog(log_path) as log:
 
             def not_started(message: str) -> RunOutcome:
                 message = ctx.masker(message)
@@ -162,7 +163,7 @@ class DockerRunner:
             )
         return RunOutcome(
             status=status,
-            reason=ctx.masker(reason),
+            reason=ctx.masker(with_note(reason, log)),
             exit_code=exit_code,
             log_path=log_path,
             nodes=nodes or (),

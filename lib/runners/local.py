@@ -18,6 +18,7 @@ from lib.durations import format_duration
 from lib.models import RunOutcome, RunStatus
 from lib.run_env import EnvFileError, job_environment, scheduler_variables
 from lib.runners.base import RunContext, classify_exit, follow_process
+from lib.runners.runlog import RunLog, with_note
 from lib.shipped import run_commands_script
 
 RUN_COMMANDS = run_commands_script()
@@ -64,7 +65,7 @@ class LocalRunner:
             env["PATH"] = f"{self.extra_path}{os.pathsep}{env.get('PATH', os.defpath)}"
 
         ctx.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "w", encoding="utf-8", buffering=1) as log:
+        with RunLog(log_path) as log:
             try:
                 process = self.popen(
                     ["bash", str(self.script)],
@@ -108,7 +109,7 @@ class LocalRunner:
             shutil.rmtree(work_dir, ignore_errors=True)
         return RunOutcome(
             status=status,
-            reason=ctx.masker(reason),
+            reason=ctx.masker(with_note(reason, log)),
             exit_code=exit_code,
             log_path=log_path,
             nodes=nodes or (),
