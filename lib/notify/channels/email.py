@@ -74,6 +74,20 @@ def render(alert: Alert, sender: str, to: Sequence[str]) -> EmailMessage:
     return message
 
 
+def _login(client: smtplib.SMTP, username: str, password: str) -> None:
+    """AUTH PLAIN when the server offers it (over TLS it is the usual one), else
+    smtplib's own choice. smtplib.login tries every mechanism in turn after a refusal:
+    one wrong password becomes several failed logins (servers lock accounts after a few),
+    and against some servers a hung LOGIN exchange that only the timeout ends."""
+    client.ehlo_or_helo_if_needed()
+    offered = (client.esmtp_features.get("auth") or "").upper().split()
+    if "PLAIN" in offered:
+        client.user, client.password = username, password
+        client.auth("PLAIN", client.auth_plain)
+    else:
+        client.login(username, password)
+
+
 def send(alert: Alert, smtp: SmtpSettings, deliverer: Deliverer, channel: str = "email") -> DeliveryResult:
     message = render(alert, smtp.sender, smtp.to)
 
@@ -85,7 +99,7 @@ def send(alert: Alert, smtp: SmtpSettings, deliverer: Deliverer, channel: str = 
                 if smtp.starttls:
                     client.starttls(context=smtp.ssl_context or ssl.create_default_context())
                 if smtp.username:
-                    client.login(smtp.username, smtp.password or "")
+                    _login(client, smtp.username, smtp.password or "")
                 client.send_message(message)
         except smtplib.SMTPResponseException as exc:
             text = (
