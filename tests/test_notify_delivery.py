@@ -68,11 +68,14 @@ def test_a_server_that_never_answers_times_out(silent_port: str) -> None:
     assert clock.waits == [1.0]
 
 
-def test_a_refused_connection_is_retried_and_reported() -> None:
+def test_a_refused_connection_is_retried_and_reported_without_the_url_token() -> None:
     clock = FakeClock(datetime(2026, 12, 2, tzinfo=UTC))
-    result = deliverer(clock, max_attempts=2).post("hook", "failed", "http://127.0.0.1:9/x", b"{}")
-    assert (result.status, result.attempts) == ("failed", 2)
-    assert result.error and result.error.startswith("hook: ")
+    url = "http://127.0.0.1:9/services/T000/B000/XXXXtokenXXXX"
+    for _ in range(2):
+        result = deliverer(clock, max_attempts=2).post("slack", "failed", url, b"{}")
+        assert (result.status, result.attempts) == ("failed", 2)
+        assert result.error and result.error.startswith("slack: ") and "refused" in result.error
+        assert "XXXXtokenXXXX" not in result.error
 
 
 def test_retry_after_as_an_http_date() -> None:
@@ -97,3 +100,12 @@ def test_shutdown_ends_a_backoff_wait(stand_in: HttpStandIn) -> None:
     result = send.post("hook", "failed", stand_in.url, b"{}")
     assert (result.status, result.attempts) == ("failed", 1)
     assert "gave up at shutdown" in (result.error or "")
+
+
+def test_the_webhook_url_path_is_kept_out_of_errors(stand_in: HttpStandIn) -> None:
+    # A Slack/Teams webhook URL is a credential: a server echoing it must not put it in history.
+    path = "/services/T000/B000/XXXXtokenXXXX"
+    stand_in.script = [(404, {}, f"no route for {path}".encode())]
+    for _ in range(2):
+        result = deliverer().post("slack", "failed", stand_in.url + path, b"{}")
+        assert result.error == "slack: HTTP 404: no route for /…"

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from lib.clock import Clock, SystemClock
 
@@ -67,6 +68,17 @@ def retry_after_seconds(value: str | None, clock: Clock) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, (when - clock.now()).total_seconds())
+
+
+def redact_url(text: str, url: str) -> str:
+    """`text` without `url`'s path and query: a Slack or Teams webhook URL is itself the
+    credential (its path holds the token), and urllib3's errors quote the path."""
+    parts = urlsplit(url)
+    secret = parts.path + (f"?{parts.query}" if parts.query else "")
+    if len(secret) <= 1:
+        return text
+    text = text.replace(url, f"{parts.scheme}://{parts.netloc}/…")
+    return text.replace(secret, "/…")
 
 
 def one_line(text: str, limit: int = 300) -> str:
@@ -165,6 +177,10 @@ class Deliverer:
                 )
             except urllib3.exceptions.LocationValueError as exc:
                 return Attempt(ok=False, error=f"bad URL: {exc}")
+            except urllib3.exceptions.NewConnectionError as exc:
+                # Caught before TimeoutError: urllib3 2 makes it a ConnectTimeoutError subclass.
+                reason = str(exc).rpartition(": ")[2] or type(exc).__name__
+                return Attempt(ok=False, error=f"cannot connect: {reason}", retry=True)
             except urllib3.exceptions.TimeoutError:
                 return Attempt(ok=False, error=f"no answer within {self.timeout_s:g} s", retry=True)
             except urllib3.exceptions.HTTPError as exc:
@@ -179,4 +195,5 @@ class Deliverer:
                 return Attempt(ok=False, error=error, retry=True, retry_after_s=after)
             return Attempt(ok=False, error=error)
 
-        return self.run(channel, event, attempt)
+        result = self.run(channel, event, attempt)
+        return replace(result, error=redact_url(result.error, url)) if result.error else result
