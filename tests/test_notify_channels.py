@@ -16,7 +16,7 @@ from standardwebhooks import Webhook
 
 from lib.notify.channels import healthchecks, pagerduty, slack, teams, webhook
 from lib.notify.delivery import Deliverer
-from lib.notify.message import Alert, build_alert
+from lib.notify.message import EVENTS, Alert, build_alert
 from lib.secrets import SecretMasker
 from tests.notify_helpers import (
     SECRET,
@@ -250,3 +250,18 @@ class _RealClock:
 
     def wait(self, seconds: float, event: Any) -> bool:
         raise AssertionError("no wait expected")
+
+
+@pytest.mark.parametrize("event", EVENTS)
+def test_every_event_renders_in_every_channel_within_limits(event: str) -> None:
+    # A local run (a log path, not a link) that timed out before dbt reported anything.
+    report = failing_report(outcome="timed_out", nodes=[], log_url=None, log_path="/var/lib/dbt/run.log")
+    alert = build_alert(event, report, mask=SecretMasker([SECRET]))
+    body = slack.render(alert)
+    assert slack_check(Received("POST", "/", {}, json.dumps(body).encode())) is None
+    assert "Log: `/var/lib/dbt/run.log`" in json.dumps(body, ensure_ascii=False)
+    assert teams_check(Received("POST", "/", {}, json.dumps(teams.render(alert)).encode())) is None
+    event_body = pagerduty.render(alert, "k")
+    assert event_body is None or event_body["event_action"] in ("trigger", "resolve")
+    assert json.loads(webhook.render(alert))["event"] == event
+    assert SECRET not in json.dumps(body) + webhook.render(alert).decode()
