@@ -109,3 +109,20 @@ def test_the_webhook_url_path_is_kept_out_of_errors(stand_in: HttpStandIn) -> No
     for _ in range(2):
         result = deliverer().post("slack", "failed", stand_in.url + path, b"{}")
         assert result.error == "slack: HTTP 404: no route for /…"
+
+
+def test_importing_the_channel_layer_loads_no_http_or_aws_library() -> None:
+    # bench/idle.py measures an idle daemon's RSS: urllib3 and botocore load on first send only.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys\n"
+        "import lib.notify.delivery, lib.notify.hygiene, lib.notify.message\n"
+        "from lib.notify.channels import email, healthchecks, pagerduty, slack, sns, teams, webhook\n"
+        "print(sorted(m for m in ('urllib3', 'botocore', 'boto3') if m in sys.modules))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
