@@ -1,0 +1,1 @@
+"""One module per channel: a pure `render(alert) -> payload` and a `send`."""
