@@ -1,17 +1,46 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+import signal
+import sqlite3
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from lib import procs
 from lib.app import App, build_app
 from lib.config import Config, parse_config
 from tests.fakes import FakeClock, FakeRunner
 
 START = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)  # a Monday
+
+
+@pytest.fixture(autouse=True)
+def no_run_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test that ran jobs under its tmp_path, kill every run's process group it
+    left: a failed assertion, a timeout or a killed daemon/run-now leaves bash + dbt going
+    otherwise (each run is its own session), loading the box for all later tests."""
+    yield
+    if "tmp_path" not in request.fixturenames:
+        return
+    tmp_path: Path = request.getfixturevalue("tmp_path")
+    for db in tmp_path.glob("**/history.db"):
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+                pids = [
+                    row[0]
+                    for row in conn.execute("SELECT process_pid FROM runs WHERE process_pid IS NOT NULL")
+                ]
+        except sqlite3.Error:
+            continue  # an older schema, or a file a test broke on purpose
+        for pid in pids:
+            if procs.group_alive(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
 
 
 @pytest.fixture
