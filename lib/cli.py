@@ -18,6 +18,7 @@ import signal
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +28,9 @@ from lib import __version__
 from lib.errors import ConfigError, SchedulerError
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE = 0, 1, 2
+# The machine refused (state_dir full or read-only): distinct from a config error, so
+# systemd's Restart=on-failure tries again (space may come back) while exit 2 it does not.
+EXIT_ENVIRONMENT = 3
 log = logging.getLogger("dbt_scheduler")
 
 
@@ -108,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SchedulerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # the box, not the input: a full or read-only state_dir, a lost mount
+        print(f"error: {exc} (free space or make the state_dir writable, then try again)", file=sys.stderr)
+        return EXIT_ENVIRONMENT
     except KeyboardInterrupt:
         return 130
 
@@ -355,6 +362,20 @@ def cmd_run_now(args: argparse.Namespace) -> int:
         signal.signal(sig, on_signal)
     with RunProgress(console, job.name) as progress:
         record = app.service.execute(request, on_line=progress.on_line, cancel=cancel)
+    # A full or read-only state_dir refused the row or the report: a few more tries, then
+    # say plainly what could not be recorded (there is no daemon loop to retry later).
+    for _ in range(3):
+        if not len(app.service.outbox):
+            break
+        time.sleep(1)
+        app.service.retry_pending()
+    lost = app.service.outbox.give_up()
+    if lost:
+        where = app.config.state_dir
+        print(
+            f"warning: run {record.run_id} could not be recorded in {where} (see the error above)",
+            file=sys.stderr,
+        )
     with contextlib.suppress(OSError):  # the terminal is gone (SIGHUP): the run is recorded
         render_summary(record, console)
     return EXIT_OK if record.outcome.status.ok else EXIT_JOB_FAILED

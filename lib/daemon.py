@@ -94,6 +94,8 @@ class _Queued:
 # within a minute (the policies then run the fire time or record it missed), at the cost
 # of one cheap tick a minute when idle.
 MAX_SLEEP = 60.0
+# How often writes state_dir refused (lib/outbox.py) are retried while some are pending.
+PENDING_RETRY = 5.0
 
 
 def _thread_pool(workers: int) -> Executor:
@@ -335,6 +337,7 @@ class Daemon:
                     self._reload_requested = False
                     self.reload()
                 now = self.clock.now()
+                self.service.retry_pending()  # rows and reports a full disk refused (lib/outbox.py)
                 self.dispatch(self.tick(now))
                 self._housekeeping(now)
                 if until is not None and now >= until:
@@ -348,7 +351,9 @@ class Daemon:
                     continue
                 seconds = (wake_at - self.clock.now()).total_seconds() if wake_at else MAX_SLEEP
                 if seconds > 0:
-                    self.clock.wait(min(seconds, MAX_SLEEP), self._wake)
+                    # With writes pending, look again soon: space may come back at any time.
+                    cap = PENDING_RETRY if len(self.service.outbox) else MAX_SLEEP
+                    self.clock.wait(min(seconds, cap), self._wake)
         finally:
             self.shutdown()
         return 0
@@ -631,6 +636,10 @@ class Daemon:
             self._housekeeper.join()  # a prune checks the stop flag between steps: this is short
         for stopping in self._orphan_stops:  # bounded by the stop sequence (SIGINT … SIGKILL)
             stopping.join()
+        # Runs just cancelled may have joined the pending writes: one last try, then say
+        # plainly what is lost (the outbox is memory; the disk refused it).
+        self.service.retry_pending()
+        self.service.outbox.give_up()
         self._lockfile.release()
         log.info("dbt-scheduler stopped")
 

@@ -25,6 +25,7 @@ from lib.errors import RunDetached
 from lib.history import History
 from lib.locks import LockError, job_lock
 from lib.models import Job, RunOutcome, RunRecord, RunRequest, RunStatus, TriggerKind
+from lib.outbox import WRITE_ERRORS, Outbox
 from lib.report.compiled import keep_compiled_sql
 from lib.report.files import write_reports
 from lib.run_env import EnvFileError, effective_commands, read_dotenv, read_env_file
@@ -58,6 +59,8 @@ class RunService:
     # aws.env_file: what ECS tasks get as their environment (bootstrap uploads it). Its
     # DBT_ENV_SECRET_* values are masked in ECS runs' CloudWatch copy and reports.
     aws_env_file: Path | None = None
+    # History rows and reports state_dir could not take yet (full, read-only, locked).
+    outbox: Outbox = field(default_factory=Outbox)
 
     def new_request(
         self,
@@ -183,8 +186,20 @@ class RunService:
     ) -> RunRecord:
         job = request.job
         run_dir = self.run_dir(request)
-        run_dir.mkdir(parents=True, exist_ok=True)
         masker = self.masker_for(job)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a full or read-only state_dir: nothing can run without its folder
+            problem = write_problem(self.state_dir, exc)
+            log.error("%s: run %s did not start: %s", job.name, request.run_id, problem)
+            record = self._record_for(
+                request,
+                self.clock.now(),
+                RunOutcome(RunStatus.FAILED_TO_START, reason=f"could not create the run folder: {problem}"),
+                None,
+            )
+            self._record_end(record)
+            return record
         if reattach_to is None:
             started_at = self.clock.now()
             try:
@@ -242,10 +257,20 @@ class RunService:
         record = self._record_for(request, started_at, outcome, run_dir)
         try:
             write_reports(record, run_dir, masker)
-        except OSError as exc:  # a full disk must not lose the history row
-            log.error("%s: could not write the report in %s: %s", job.name, run_dir, exc)
+        except OSError as exc:  # a full disk must not lose the report: written once it can be
+            log.error(
+                "%s: could not write the report of run %s: %s (kept, written when it can be)",
+                job.name,
+                request.run_id,
+                write_problem(self.state_dir, exc),
+            )
+            self.outbox.add(record, "report", lambda: write_reports(record, run_dir, masker))
         self._record_end(record)
         return record
+
+    def retry_pending(self) -> int:
+        """Write the history rows and reports that could not be written before (lib/outbox.py)."""
+        return self.outbox.retry() if len(self.outbox) else 0
 
     def _record_process(self, request: RunRequest, pid: int) -> None:
         try:
@@ -297,9 +322,17 @@ class RunService:
     def _record_end(self, record: RunRecord) -> None:
         try:
             self.history.finish(record)
+        except WRITE_ERRORS as exc:  # the row waits in the outbox until state_dir takes it
+            log.error(
+                "%s: could not record run %s (%s) in history: %s (kept, recorded when it can be)",
+                record.job,
+                record.run_id,
+                record.outcome.status.value,
+                write_problem(self.state_dir, exc),
+            )
+            self.outbox.add(record, "history row", lambda: self.history.finish(record))
         except Exception as exc:  # history is important, but the daemon must go on
-            problem = write_problem(self.state_dir, exc) if isinstance(exc, OSError | sqlite3.Error) else exc
-            log.error("%s: could not record run %s in history: %s", record.job, record.run_id, problem)
+            log.error("%s: could not record run %s in history: %s", record.job, record.run_id, exc)
         for listener in self.listeners:
             try:
                 listener(record)

@@ -184,8 +184,12 @@ class History:
         except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
             rows = [str(exc)]
         if rows != ["ok"]:
+            # quick_check's findings can hold line breaks ("*** in database main ***\n Page
+            # 14: …"): the first finding, on one line, and how many more, keep it one line.
+            first = " ".join(str(rows[0]).split())[:200]
+            more = f"; {len(rows) - 1} more finding(s)" if len(rows) > 1 else ""
             raise HistoryCorrupt(
-                f"history {self.path} is corrupt ({rows[0]}): run `scheduler.py repair-history` "
+                f"history {self.path} is corrupt ({first}{more}): run `scheduler.py repair-history` "
                 "to move it aside and start a new one"
             )
 

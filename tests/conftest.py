@@ -24,10 +24,13 @@ def no_run_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
     """After each test that ran jobs under its tmp_path, kill every run's process group it
     left: a failed assertion, a timeout or a killed daemon/run-now leaves bash + dbt going
     otherwise (each run is its own session), loading the box for all later tests."""
+    # Looked up before the test: tmp_path is torn down before this fixture's teardown runs.
+    tmp_path: Path | None = (
+        request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    )
     yield
-    if "tmp_path" not in request.fixturenames:
+    if tmp_path is None:
         return
-    tmp_path: Path = request.getfixturevalue("tmp_path")
     for db in tmp_path.glob("**/history.db"):
         try:
             with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
