@@ -381,6 +381,7 @@ class Daemon:
         """
         for decision in decisions:
             job = decision.job
+            self._record_folded(decision)
             if decision.trigger is None:
                 request = self.service.new_request(job, TriggerKind.SCHEDULE, decision.scheduled_for)
                 log.warning("%s: %s", job.name, decision.reason)
@@ -404,6 +405,26 @@ class Daemon:
                 log.warning("%s: the run due %s %s", job.name, replaced.decision.scheduled_for, reason)
                 self.service.skip(replaced.request, reason)
         self._start_queued()
+
+    def _record_folded(self, decision: Decision) -> None:
+        """One skipped row for each earlier fire time a decision stands for (the host slept,
+        the loop stalled): every fire time the daemon passed ends as exactly one row."""
+        if not decision.folded:
+            return
+        into = decision.scheduled_for.isoformat()
+        what = "the run due" if decision.trigger is not None else "the fire time due"
+        for i, moment in enumerate(decision.folded):
+            reason = f"coalesced into {what} {into}: several fire times were due at once"
+            if decision.folded_more and i == len(decision.folded) - 1:
+                reason += f" (and {decision.folded_more} later ones up to {into}, not recorded one by one)"
+            request = self.service.new_request(decision.job, TriggerKind.SCHEDULE, moment)
+            self.service.skip(request, reason)
+        log.warning(
+            "%s: %d fire time(s) before %s were due at once: recorded as skipped (coalesced)",
+            decision.job.name,
+            len(decision.folded) + decision.folded_more,
+            into,
+        )
 
     def _enqueue(self, decision: Decision, request: RunRequest) -> _Queued | None:
         """Queue a due run (the caller holds the lock); return the queued run it replaced, if any."""

@@ -10,6 +10,7 @@ overrides and the commands it was given are recorded with it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sqlite3
@@ -38,12 +39,19 @@ log = logging.getLogger("dbt_scheduler")
 Listener = Callable[[RunRecord], None]
 
 
+# The suffix counts up from a random start: a random suffix alone collided (1,440 rows
+# written in one second, as when a resumed host records a day of missed fire times, share
+# a 24-bit suffix by chance ~6% of the time, and history's upsert then merges two runs).
+# Counting makes ids of one process distinct; the random start keeps two processes (the
+# daemon and a run-now) apart. os.urandom, not the secrets module: that one loads
+# OpenSSL's libcrypto, +3.6 MB of RSS for an idle daemon (bench/idle.py).
+_RUN_SUFFIX = itertools.count(int.from_bytes(os.urandom(3), "big"))
+
+
 def new_run_id(now: datetime) -> str:
-    """Sortable and unique: UTC time plus a short random suffix, e.g. 20261127T060000Z-3f9a1c."""
+    """Sortable and unique: UTC time plus a short suffix, e.g. 20261127T060000Z-3f9a1c."""
     utc = now.astimezone(UTC)
-    # os.urandom, not the secrets module: that one loads OpenSSL's libcrypto, +3.6 MB of
-    # RSS for an idle daemon (bench/idle.py), for a suffix that needs no cryptography.
-    return f"{utc:%Y%m%dT%H%M%SZ}-{os.urandom(3).hex()}"
+    return f"{utc:%Y%m%dT%H%M%SZ}-{next(_RUN_SUFFIX) % 2**24:06x}"
 
 
 @dataclass

@@ -28,6 +28,10 @@ from lib.models import Job, TriggerKind
 MISFIRE_TOLERANCE = 60.0  # seconds
 # Bounds the walk over missed fire times of a job that fires every second after a long outage.
 _MAX_WALK = 100_000
+# How many folded fire times get a row each: a day of a 1-minute job. Past that (a job that
+# fires every second, a month of suspend) one row more says how many were left out, so a
+# resume does not write a hundred thousand rows in one go.
+MAX_FOLDED_ROWS = 1440
 _TINY = timedelta(microseconds=1)
 
 
@@ -40,6 +44,10 @@ class Decision:
     trigger: TriggerKind | None
     reason: str = ""
     coalesced: int = 0  # how many earlier due fire times this one stands for
+    # Those earlier fire times themselves, oldest first (at most `MAX_FOLDED_ROWS`): each is
+    # recorded as its own skipped row, so every fire time the daemon passed ends as one row.
+    folded: tuple[datetime, ...] = ()
+    folded_more: int = 0  # fire times beyond MAX_FOLDED_ROWS, counted in the last row's reason
 
 
 def decide_due(job: Job, next_fire: datetime, now: datetime) -> tuple[Decision, datetime]:
@@ -82,7 +90,31 @@ def decide_due(job: Job, next_fire: datetime, now: datetime) -> tuple[Decision, 
             reason=f"missed: due {lateness:.0f}s before the scheduler could run it ({why})",
             coalesced=skipped_over,
         )
+    if skipped_over:
+        folded, more = folded_fire_times(job, next_fire, latest)
+        decision = replace(decision, folded=folded, folded_more=more)
     return decision, following_fire
+
+
+def folded_fire_times(job: Job, first: datetime, latest: datetime) -> tuple[tuple[datetime, ...], int]:
+    """The fire times from `first` (included) up to `latest` (excluded), oldest first: those a
+    decision coalesces. At most MAX_FOLDED_ROWS; the second value counts the rest (walked up
+    to _MAX_WALK, then estimated from the interval between the last two)."""
+    times: list[datetime] = []
+    moment, more = first, 0
+    for _ in range(_MAX_WALK):
+        if moment >= latest:
+            break
+        if len(times) < MAX_FOLDED_ROWS:
+            times.append(moment)
+        else:
+            more += 1
+        moment = job.trigger.next_after(moment)
+    else:
+        if len(times) >= 2:
+            step = (times[-1] - times[-2]).total_seconds() or 1.0
+            more += int((latest - moment).total_seconds() / step)
+    return tuple(times), more
 
 
 def initial_next_fire(job: Job, now: datetime, last_scheduled_for: datetime | None) -> datetime:

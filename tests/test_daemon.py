@@ -16,6 +16,7 @@ from lib.config import Config
 from lib.daemon import MAX_SLEEP, Daemon
 from lib.errors import ConfigError, ConfigIssue, LockedError
 from lib.models import RunOutcome, RunRequest, RunStatus, TriggerKind
+from lib.policies import MAX_FOLDED_ROWS
 from lib.runners.base import CancelToken, RunContext
 from tests.conftest import START
 from tests.fakes import CrashingRunner, FakeClock, FakeRunner, InlineExecutor, SteppingClock, inline_spawn
@@ -185,10 +186,13 @@ def test_catchup_latest_runs_the_missed_fire_time_once(
     clock.set(datetime(2026, 3, 4, 7, 30, tzinfo=UTC))
     daemon_for(app).run_forever(until=datetime(2026, 3, 4, 8, tzinfo=UTC))
     runs = runs_of(app, "daily")
-    assert [(r["trigger"], r["scheduled_for"]) for r in runs] == [
-        ("schedule", "2026-03-02T06:00:00+00:00"),
-        ("catch-up", "2026-03-04T06:00:00+00:00"),  # 3 March coalesced away: only the latest
+    assert [(r["trigger"], r["scheduled_for"], r["outcome"]) for r in runs] == [
+        ("schedule", "2026-03-02T06:00:00+00:00", "succeeded"),
+        # 3 March is coalesced into the catch-up run of the latest, and still gets its row.
+        ("schedule", "2026-03-03T06:00:00+00:00", "skipped"),
+        ("catch-up", "2026-03-04T06:00:00+00:00", "succeeded"),
     ]
+    assert runs[1]["reason"].startswith("coalesced into the run due 2026-03-04T06:00:00+00:00")
 
 
 def test_catchup_beyond_grace_is_recorded_as_skipped(
@@ -225,8 +229,36 @@ def test_a_stalled_daemon_skips_missed_fire_times_with_catchup_none(
     app = make_app(config, FakeRunner(duration=40 * 60, clock=clock))  # each run blocks the clock 40 min
     daemon_for(app).run_forever(until=START + timedelta(minutes=50))
     runs = runs_of(app, "q")
-    assert [r["outcome"] for r in runs] == ["succeeded", "skipped"]
-    assert "missed" in runs[1]["reason"] and "catchup: none" in runs[1]["reason"]
+    # While the first run blocked the loop, 0:30 and 0:45 came due: one row each.
+    assert [(r["scheduled_for"][11:16], r["outcome"]) for r in runs] == [
+        ("00:15", "succeeded"),
+        ("00:30", "skipped"),
+        ("00:45", "skipped"),
+    ]
+    assert runs[1]["reason"].startswith("coalesced into the fire time due")
+    assert "missed" in runs[2]["reason"] and "catchup: none" in runs[2]["reason"]
+
+
+def test_a_suspend_longer_than_a_day_of_fire_times_caps_the_rows_and_says_how_many_more(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    """A 1-minute job, the host suspended for three days: MAX_FOLDED_ROWS rows, the last
+    saying how many more fire times there were, then the latest runs: no flood of rows."""
+
+    # The first run holds the clock for three days: what a suspended host looks like to the loop.
+    def first_blocks(ctx: Any) -> RunOutcome:
+        if len(runner.calls) == 1:
+            clock.advance(3 * 86400)
+        return RunOutcome(RunStatus.SUCCEEDED)
+
+    runner = FakeRunner(first_blocks)
+    app = make_app(make_config({"m": {"every": "1 minute"}}), runner)
+    daemon_for(app).run_forever(until=START + timedelta(days=3, seconds=90))
+    skipped = [r for r in runs_of(app, "m") if r["outcome"] == "skipped"]
+    assert len(skipped) == MAX_FOLDED_ROWS  # 4319 fire times passed: a day of them, one row each
+    assert "(and 2879 later ones up to" in skipped[-1]["reason"]
+    assert [r["outcome"] for r in runs_of(app, "m")].count("succeeded") == 2  # before and after
+    assert len({r["scheduled_for"] for r in skipped}) == len(skipped)
 
 
 def test_reload_keeps_last_good_config_and_applies_a_valid_one(
