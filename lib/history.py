@@ -72,6 +72,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN process_start INTEGER;
     ALTER TABLE runs ADD COLUMN container TEXT;
     """,
+    # 4: the image a run ran (ECS: by digest), as report.json says it.
+    """
+    ALTER TABLE runs ADD COLUMN image TEXT;
+    """,
 ]
 # The columns of migration 3: in `running()` rows, not in `history --json`.
 PROCESS_COLUMNS = ("supervisor_pid", "supervisor_start", "process_pid", "process_start", "container")
@@ -98,6 +102,7 @@ COLUMNS = (
     "target_override",
     "select_override",
     "commands",
+    "image",
 )
 
 
@@ -326,14 +331,15 @@ class History:
             record.target_override,
             record.select_override,
             json.dumps(list(record.commands)) if record.commands else None,
+            outcome.image,
             record.run_id,
         )
         with self._connect() as conn:
             conn.execute(
                 "INSERT INTO runs (job, trigger, triggered_by, scheduled_for, started_at, finished_at,"
                 " duration_s, outcome, exit_code, reason, git_sha, counts, log_path, log_url,"
-                " external_id, run_dir, target_override, select_override, commands, run_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " external_id, run_dir, target_override, select_override, commands, image, run_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (run_id) DO UPDATE SET finished_at = excluded.finished_at,"
                 " duration_s = excluded.duration_s, outcome = excluded.outcome,"
                 " exit_code = excluded.exit_code, reason = excluded.reason, git_sha = excluded.git_sha,"
@@ -342,7 +348,8 @@ class History:
                 " external_id = COALESCE(excluded.external_id, runs.external_id),"
                 " target_override = COALESCE(excluded.target_override, runs.target_override),"
                 " select_override = COALESCE(excluded.select_override, runs.select_override),"
-                " commands = COALESCE(excluded.commands, runs.commands)",
+                " commands = COALESCE(excluded.commands, runs.commands),"
+                " image = COALESCE(excluded.image, runs.image)",
                 row,
             )
 
