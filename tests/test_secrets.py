@@ -43,3 +43,13 @@ def test_regex_metacharacters_are_literal_and_short_values_are_left_alone(secret
         assert secret not in masked and masked == f"before {MASK} after; and 'aXb' stays"
     else:
         assert masked == text
+
+
+def test_url_credentials_are_masked_and_long_words_stay_cheap() -> None:
+    mask = SecretMasker()
+    assert mask("clone https://user:tok3n@git.example.com/x.git failed") == (
+        f"clone https://{MASK}@git.example.com/x.git failed"
+    )
+    assert mask("x" * 50 + "git+ssh://me@host/repo") == "x" * 50 + f"git+ssh://{MASK}@host/repo"
+    long_line = "r" * 200_000 + " https://a:b@h/"  # quadratic before: minutes for this line
+    assert mask(long_line).endswith(f"https://{MASK}@h/")
