@@ -247,14 +247,22 @@ load_commands() {
 }
 
 # --- git ------------------------------------------------------------------------
-# scheme://[userinfo@]host/… → scheme://host/… : what we print instead of the URL.
+# scheme://CREDENTIAL@host/… → scheme://host/… : what we print instead of the URL. What a
+# credential in a URL is has one definition, lib/secrets.py's URL_USERINFO and
+# is_url_credential (a test compares this function with it): any userinfo of an http(s)
+# URL, and a userinfo holding a password (`user:pw@`) for any scheme.
 display_url() {
-  local url=$1
-  if [[ $url =~ ^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@(.*)$ ]]; then
-    printf '%s%s' "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
-  else
-    printf '%s' "$url"
+  local url=$1 scheme
+  if [[ $url =~ ^([A-Za-z][A-Za-z0-9+.-]*://)([^/@[:space:]]+)@(.*)$ ]]; then
+    scheme=${BASH_REMATCH[1],,}
+    scheme=${scheme%://}
+    scheme=${scheme##*+} # git+https → https
+    if [[ $scheme == http || $scheme == https || ${BASH_REMATCH[2]} == *:* ]]; then
+      printf '%s%s' "${BASH_REMATCH[1]}" "${BASH_REMATCH[3]}"
+      return
+    fi
   fi
+  printf '%s' "$url"
 }
 
 # git with the remote URL and the token passed as GIT_CONFIG_* environment

@@ -35,6 +35,7 @@ from lib.command_grammar import CommandSyntaxError, check_command
 from lib.durations import parse_duration
 from lib.errors import ConfigError, ConfigIssue
 from lib.models import AwsSettings, DockerSettings, GitSource, Job, Retention, Trigger
+from lib.secrets import URL_USERINFO, is_secret_name, is_url_credential, url_credential
 from lib.triggers import parse_cron, parse_every
 from lib.yaml_limits import MAX_DEPTH, budget_issue, check_nodes, duplicate_key, read_text
 
@@ -652,6 +653,19 @@ def _check_runner_needs(job: Job, aws: AwsSettings | None, issues: _Issues) -> N
         )
     if job.profiles_dir is not None:
         issues.add(f"{where}.profiles_dir", "an ECS task uses the profiles.yml in the project: remove it")
+    # A job's env travels in RunTask's containerOverrides, which anyone with ecs:DescribeTasks
+    # reads, and which the console and CloudTrail show: no secret belongs there.
+    for name, value in job.env.items():
+        if is_secret_name(name) or _has_url_credential(value):
+            issues.add(
+                f"{where}.env.{name}",
+                "an ECS job's env is visible in the task's overrides (DescribeTasks, the console, "
+                "CloudTrail): put secrets in `aws.env_file` (or `aws.secrets`), not in `env`",
+            )
+
+
+def _has_url_credential(text: str) -> bool:
+    return any(is_url_credential(m["scheme"], m["userinfo"]) for m in URL_USERINFO.finditer(text))
 
 
 def _aws(value: Any, memo: _Memo, issues: _Issues) -> AwsSettings | None:
@@ -952,15 +966,21 @@ def _git_url_shape(url: str) -> str | None:
     return f"{_shown(url)} is not a git URL; {hint}"
 
 
-def _git_url_password(url: str) -> str | None:
-    if re.match(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]*@", url):
-        return "contains a password or token: pass it as env DBT_ENV_SECRET_GIT_TOKEN"
+def _git_url_credential(url: str) -> str | None:
+    """A token or password in the URL (lib/secrets.py's one definition) would be printed by
+    git, stored in .git/config and shown in `ps`: refused for every runner."""
+    if url_credential(url) is not None:
+        return (
+            "contains a token or password in its userinfo (`https://TOKEN@…`, `user:pw@`): "
+            "remove it and pass the token as env DBT_ENV_SECRET_GIT_TOKEN"
+        )
     return None
 
 
 # Each check takes the URL and returns why it is refused, or None; the first refusal is
-# reported. The hook for rules about what a URL may carry (credentials, hosts).
-GIT_URL_CHECKS: tuple[Callable[[str], str | None], ...] = (_git_url_shape, _git_url_password)
+# reported. The hook for rules about what a URL may carry (credentials, hosts). The
+# credential check goes first: the others quote the URL in their message.
+GIT_URL_CHECKS: tuple[Callable[[str], str | None], ...] = (_git_url_credential, _git_url_shape)
 
 
 def _commands(value: Any, path: str, issues: _Issues, memo: _Memo) -> tuple[tuple[str, ...], frozenset[int]]:

@@ -15,12 +15,37 @@ from pathlib import Path
 
 SECRET_PREFIX = "DBT_ENV_SECRET_"
 MASK = "*****"
-# Credentials embedded in a URL (https://user:token@host/…): git prints these in errors.
+# What a credential in a URL is — the one definition: jobs.yaml's git.url check refuses it,
+# the masker hides it, and docker/run_commands.sh's display_url strips it (a test runs the
+# script's function on the same URLs and compares). A URL's userinfo (`scheme://USERINFO@`)
+# is a credential when the scheme is http(s) — a token alone, `https://TOKEN@host`, is how
+# GitHub and GitLab take one — or when it holds a password (`user:pw@`), for any scheme;
+# `ssh://git@host/…` names a user, not a secret.
 # The lookbehind starts a scheme only where a word starts: without it a long run of letters
 # is tried from every position (quadratic: 10,000 letters took 0.2 s a line).
-_URL_CREDENTIALS = re.compile(
-    r"(?<![a-zA-Z0-9+.-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]*(:[^/@\s]*)?@"
-)
+URL_USERINFO = re.compile(r"(?<![a-zA-Z0-9+.-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
+
+
+def is_url_credential(scheme: str, userinfo: str) -> bool:
+    """Whether the userinfo of a `scheme://userinfo@…` URL is a credential (see URL_USERINFO)."""
+    transport = scheme.lower().removesuffix("://").rsplit("+", 1)[-1]  # git+https → https
+    return transport in ("http", "https") or ":" in userinfo
+
+
+def url_credential(url: str) -> str | None:
+    """The credential a URL carries (its userinfo), or None."""
+    match = URL_USERINFO.match(url)
+    if match and is_url_credential(match["scheme"], match["userinfo"]):
+        return match["userinfo"]
+    return None
+
+
+def _mask_url(match: re.Match[str]) -> str:
+    if is_url_credential(match["scheme"], match["userinfo"]):
+        return f"{match['scheme']}{MASK}@"
+    return match.group(0)
+
+
 # Values this short would mask ordinary words and digits all over the log.
 _MIN_SECRET_LENGTH = 4
 
@@ -70,7 +95,7 @@ class SecretMasker:
             text = self._pattern.sub(MASK, text)
         if "://" not in text:  # most lines: no URL, no regex
             return text
-        return _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{MASK}@", text)
+        return URL_USERINFO.sub(_mask_url, text)
 
     def __call__(self, text: str) -> str:
         return self.mask(text)

@@ -649,3 +649,38 @@ def test_retention_errors(tmp_path: Path, project: Path) -> None:
     assert f"{path}:4 defaults.retention: set `retention:` at the top level" in joined
     assert f"{path}:6 jobs.a.retention.keep_failed_work: must be a whole number ≥ 0" in joined
     assert f"{path}:7 jobs.b.retention.keep_days: must be a whole number ≥ 1" in joined
+
+
+def test_an_ecs_jobs_env_holds_no_secret_and_a_git_url_no_credential(tmp_path: Path, project: Path) -> None:
+    """An ECS job's env travels in RunTask's overrides (DescribeTasks, CloudTrail): secrets are
+    refused there; a token or password in any job's git URL is refused, for every runner."""
+    path = write(
+        tmp_path,
+        """
+        aws: {region: eu-west-1, bucket: b}
+        jobs:
+          on_ecs:
+            schedule: '0 6 * * *'
+            runner: ecs
+            git: https://github.com/acme/shop.git
+            env:
+              DBT_ENV_SECRET_SNOWFLAKE_PASSWORD: hunter2
+              WAREHOUSE_URL: "postgres://loader:pw@db.internal/analytics"
+              TARGET_SCHEMA: analytics
+          tokened:
+            schedule: '0 6 * * *'
+            git: https://ghp_abc123@github.com/acme/shop.git
+          over_ssh:
+            schedule: '0 6 * * *'
+            git: ssh://git@github.com/acme/shop.git
+        """,
+    )
+    errors = errors_of(path)
+    ecs = [e for e in errors if "jobs.on_ecs.env" in e]
+    assert len(ecs) == 2 and all("put secrets in `aws.env_file`" in e for e in ecs), errors
+    assert any("DBT_ENV_SECRET_SNOWFLAKE_PASSWORD" in e for e in ecs)
+    assert any("WAREHOUSE_URL" in e for e in ecs)
+    assert not any("TARGET_SCHEMA" in e for e in errors)
+    [tokened] = [e for e in errors if "jobs.tokened.git" in e]
+    assert "DBT_ENV_SECRET_GIT_TOKEN" in tokened and "ghp_abc123" not in tokened
+    assert not any("over_ssh" in e for e in errors)  # ssh://git@ names a user
