@@ -128,14 +128,37 @@ def _config_path(args: argparse.Namespace) -> Path:
     return args.config if args.config is not None else default_config_path()
 
 
-def _app(args: argparse.Namespace, check_history: bool = False) -> Any:
-    """The app; with `check_history`, a corrupt history.db stops here (exit 2, the fix named)."""
+def _app(args: argparse.Namespace, check_history: bool = False, writes: bool = False) -> Any:
+    """The app; with `check_history`, a corrupt history.db stops here (exit 2, the fix named);
+    with `writes` (the commands that run jobs), a world-writable state_dir does too."""
     from lib.app import build_app
 
     app = build_app(_config_path(args))
+    if writes:
+        _guard_state_dir(app.config.state_dir)
     if check_history:
         app.history.check()
     return app
+
+
+# What the scheduler writes under state_dir (history.db, run logs, reports) is for the
+# daemon's user and its group (a `dbt-scheduler` group of teammates may read), never for
+# every account on the box: files 0640, folders 0750. Set for the commands that write there.
+STATE_UMASK = 0o027
+
+
+def _guard_state_dir(state_dir: Path) -> None:
+    """Refuse a world-writable state_dir, and make what is written there owner + group only."""
+    os.umask(STATE_UMASK)
+    try:
+        mode = state_dir.stat().st_mode
+    except OSError:
+        return  # not there yet: created with the umask above
+    if mode & 0o002:
+        raise SchedulerError(
+            f"state_dir {state_dir} is writable by every user (mode {mode & 0o7777:04o}): anyone on "
+            f"this box could rewrite history or a run's files; fix it with `chmod o-w {state_dir}`"
+        )
 
 
 def _console() -> Any:
@@ -339,7 +362,7 @@ def cmd_run_now(args: argparse.Namespace) -> int:
     from lib.models import TriggerKind
     from lib.report.console import RunProgress, render_summary
 
-    app = _app(args, check_history=True)
+    app = _app(args, check_history=True, writes=True)
     job = app.config.job(args.job)
     console = _console()
     request = app.service.new_request(
@@ -388,7 +411,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lib.daemon import Daemon
 
     path = _config_path(args)
-    app = _app(args, check_history=True)
+    app = _app(args, check_history=True, writes=True)
     print_lock = threading.Lock()
 
     def on_line(request: Any, line: str) -> None:
