@@ -33,7 +33,7 @@ import yaml
 
 from lib.command_grammar import CommandSyntaxError, check_command
 from lib.durations import parse_duration
-from lib.errors import ConfigError, ConfigIssue
+from lib.errors import ConfigError, ConfigIssue, quoted
 from lib.models import AwsSettings, DockerSettings, GitSource, Job, Retention, Trigger
 from lib.secrets import URL_USERINFO, is_secret_name, is_url_credential, url_credential
 from lib.triggers import parse_cron, parse_every
@@ -1117,6 +1117,4 @@ _NUL_IN_PATH = "contains a NUL byte, which no path can hold: remove it"
 
 
 def _shown(value: Any) -> str:
-    """`value` as a message quotes it, cut to 60 characters: a document may hold megabytes."""
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:57]}..."
+    return quoted(value, 60)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import re
 
+from lib.errors import quoted
+
 _HINT = "use e.g. 90s, 15m, 2h or 1h30m"
 
 _UNIT_SECONDS: dict[str, int] = {}
@@ -83,9 +85,7 @@ def parse_duration(value: str | int | float) -> float:
 
 
 def _shown(value: object) -> str:
-    """`value` as messages quote it, cut short: a 400-digit number is not worth echoing."""
-    text = repr(value)
-    return text if len(text) <= 40 else f"{text[:37]}..."
+    return quoted(value, 40)
 
 
 def format_duration(seconds: float | None) -> str:

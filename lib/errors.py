@@ -64,3 +64,10 @@ class RunDetached(Exception):
 
 class RunnerError(SchedulerError):
     """A runner could not be built or used (bad runner settings, missing engine)."""
+
+
+def quoted(value: object, limit: int = 60) -> str:
+    """`value` as an error message quotes it (its repr), cut to `limit` characters: a
+    document may hold megabytes and a number 400 digits, neither worth echoing whole."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
