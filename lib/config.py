@@ -35,7 +35,7 @@ from lib.command_grammar import CommandSyntaxError, check_command
 from lib.durations import parse_duration
 from lib.errors import ConfigError, ConfigIssue, quoted
 from lib.models import AwsSettings, DockerSettings, GitSource, Job, Retention, Trigger
-from lib.secrets import URL_USERINFO, is_secret_name, is_url_credential, url_credential
+from lib.secrets import has_url_credential, is_secret_name, url_credential
 from lib.triggers import parse_cron, parse_every
 from lib.yaml_limits import MAX_DEPTH, budget_issue, check_nodes, duplicate_key, read_text
 
@@ -656,16 +656,12 @@ def _check_runner_needs(job: Job, aws: AwsSettings | None, issues: _Issues) -> N
     # A job's env travels in RunTask's containerOverrides, which anyone with ecs:DescribeTasks
     # reads, and which the console and CloudTrail show: no secret belongs there.
     for name, value in job.env.items():
-        if is_secret_name(name) or _has_url_credential(value):
+        if is_secret_name(name) or has_url_credential(value):
             issues.add(
                 f"{where}.env.{name}",
                 "an ECS job's env is visible in the task's overrides (DescribeTasks, the console, "
                 "CloudTrail): put secrets in `aws.env_file` (or `aws.secrets`), not in `env`",
             )
-
-
-def _has_url_credential(text: str) -> bool:
-    return any(is_url_credential(m["scheme"], m["userinfo"]) for m in URL_USERINFO.finditer(text))
 
 
 def _aws(value: Any, memo: _Memo, issues: _Issues) -> AwsSettings | None:

@@ -77,14 +77,20 @@ def effective_commands(job: Job, select: str | None) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _parse_dotenv(path: Path) -> dict[str, str]:
+    """A .env file as a dict (python-dotenv rules); raises OSError or UnicodeDecodeError."""
+    values = dotenv_values(path, encoding="utf-8")
+    # A bare `NAME` line (no `=`) reads as None: treat it as empty, like a shell would.
+    return {name: value or "" for name, value in values.items()}
+
+
 def read_dotenv(path: Path) -> dict[str, str]:
-    """A .env file as a dict (python-dotenv rules); {} when it cannot be read (the masker's
-    view: bootstrap and validate report an unreadable file)."""
+    """A .env file as a dict; {} when it cannot be read (the masker's view: bootstrap and
+    validate report an unreadable file)."""
     try:
-        values = dotenv_values(path, encoding="utf-8")
+        return _parse_dotenv(path)
     except (OSError, UnicodeDecodeError):
         return {}
-    return {name: value or "" for name, value in values.items()}
 
 
 def read_env_file(job: Job) -> dict[str, str]:
@@ -96,11 +102,9 @@ def read_env_file(job: Job) -> dict[str, str]:
             f"jobs.{job.name}.env_file: {job.env_file} does not exist: create it or remove env_file"
         )
     try:
-        values = dotenv_values(job.env_file, encoding="utf-8")
+        return _parse_dotenv(job.env_file)
     except (OSError, UnicodeDecodeError) as exc:
         raise EnvFileError(f"jobs.{job.name}.env_file: cannot read {job.env_file}: {exc}") from None
-    # A bare `NAME` line (no `=`) reads as None: treat it as empty, like a shell would.
-    return {name: value or "" for name, value in values.items()}
 
 
 def job_cache_variables(job: Job, cache_dir: Path) -> dict[str, str]:

@@ -40,6 +40,11 @@ def url_credential(url: str) -> str | None:
     return None
 
 
+def has_url_credential(text: str) -> bool:
+    """Whether any URL in `text` carries a credential (see URL_USERINFO)."""
+    return any(is_url_credential(m["scheme"], m["userinfo"]) for m in URL_USERINFO.finditer(text))
+
+
 def _mask_url(match: re.Match[str]) -> str:
     if is_url_credential(match["scheme"], match["userinfo"]):
         return f"{match['scheme']}{MASK}@"
