@@ -65,3 +65,15 @@ def running_daemon(
         if daemon.poll() is None:
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait()
+
+
+def stand_in_project(tmp_path: Path, run_script: str) -> tuple[Path, Path]:
+    """(a dbt project folder, a stand-in for docker/run_commands.sh holding `run_script`):
+    for daemon tests about scheduling, where dbt's seconds would only slow them down. Point
+    the daemon at the script with DBT_SCHEDULER_RUN_COMMANDS."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "dbt_project.yml").write_text("name: p\nprofile: p\n")
+    script = tmp_path / "stand_in.sh"
+    script.write_text(run_script)
+    return project, script

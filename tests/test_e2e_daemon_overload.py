@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_helpers import REPO, history_rows, running_daemon, wait_for
+from tests.daemon_helpers import REPO, history_rows, running_daemon, stand_in_project, wait_for
 
 JOBS = ("j1", "j2", "j3")
 EVERY = timedelta(seconds=10)
@@ -52,11 +52,7 @@ def status(config: Path) -> str:
 def test_one_slot_three_jobs_every_fire_time_one_row_no_overlap_and_status_shows_the_queue(
     tmp_path: Path,
 ) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "dbt_project.yml").write_text("name: p\nprofile: p\n")
-    script = tmp_path / "stand_in.sh"
-    script.write_text(RUN_SCRIPT)
+    project, script = stand_in_project(tmp_path, RUN_SCRIPT)
     config = tmp_path / "jobs.yaml"
     config.write_text(
         "state_dir: state\nmax_parallel: 1\nshutdown_grace: 30s\njobs:\n"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_helpers import REPO, history_rows, running_daemon, wait_for
+from tests.daemon_helpers import REPO, history_rows, running_daemon, stand_in_project, wait_for
 from tests.disk_helpers import fill, small_disk  # noqa: F401
 
 RUN_SCRIPT = 'for i in $(seq 1 50); do echo "line $i of the run"; done\necho "[run_commands] EXIT 0"\n'
@@ -33,11 +33,7 @@ def test_a_full_state_dir_loses_no_fire_time_and_sigterm_stops_the_daemon(
     small_disk: Path,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "dbt_project.yml").write_text("name: p\nprofile: p\n")
-    script = tmp_path / "stand_in.sh"
-    script.write_text(RUN_SCRIPT)
+    project, script = stand_in_project(tmp_path, RUN_SCRIPT)
     state = small_disk / "state"
     config = tmp_path / "jobs.yaml"
     config.write_text(
