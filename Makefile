@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: demo test lint bench venv compile clean
+.PHONY: demo test lint bench venv compile clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	bash scripts/install_test_tools.sh
 	bash tests/run_pytest.sh $(BIN)/python
+
+# The jobs.yaml reference tables in README.md and jobs.schema.json come from the key
+# table (lib/config/keys.py); tests/test_config_keys.py fails when they are stale.
+docs: $(VENV)/.runtime
+	$(BIN)/python -m lib.config.reference --write
+	$(BIN)/python scheduler.py schema > jobs.schema.json
 
 bench: $(VENV)/.runtime
 	bash bench/run_all.sh

@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the IAM policies: `runtime` for the ops box (running ECS jobs), `bootstrap` for "
         "whoever provisions; both (default) with a heading each; then exit",
     )
+    sub.add_parser("schema", help="print the JSON Schema of jobs.yaml (draft 2020-12; also jobs.schema.json)")
     logs = sub.add_parser("logs", help="print a run's log (the latest run by default)")
     logs.add_argument("job")
     logs.add_argument("--run", help="run id (see `history`)")
@@ -545,8 +546,17 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Prints the schema built from the key table; reads no jobs.yaml, so it works anywhere."""
+    from lib.config.schema import render
+
+    sys.stdout.write(render())
+    return EXIT_OK
+
+
 COMMANDS = {
     "bootstrap": cmd_bootstrap,
+    "schema": cmd_schema,
     "run": cmd_run,
     "run-now": cmd_run_now,
     "validate": cmd_validate,

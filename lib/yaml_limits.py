@@ -80,9 +80,10 @@ def utf8_position(data: bytes, offset: int) -> tuple[int, int]:
 def check_nodes(root: yaml.Node, source: str) -> dict[str, int]:
     """Refuse a node graph past the budgets or with duplicate keys; return its key lines.
 
-    The lines map (dotted key path → 1-based line, in document order) is what the event
-    reader records. A node met again through an alias gets the line of the place that
-    uses it, but is not walked again: an alias used a million times costs a million
+    The lines map: dotted key path → 1-based line, in document order; of two keys with
+    one path (`2:` and `'2':`, which the dict keeps apart) the later, which is the one a
+    message about the pair names. A node met again through an alias gets the line of
+    the place that uses it, but is not walked again: an alias used a million times costs a million
     visits of one node, not a million copies of its tree.
     Raises ConfigError: past MAX_NODES expanded nodes or MAX_DEPTH levels, an alias that
     contains itself ("alias/size budget exceeded"), or every duplicate key with both lines.
@@ -107,7 +108,7 @@ def check_nodes(root: yaml.Node, source: str) -> dict[str, int]:
             sizes[key] = total
             continue
         if path is not None:  # the root and key nodes have no path; '' is a key's
-            lines.setdefault(path, line)
+            lines[path] = line
         if key in sizes:
             continue
         if key in open_nodes:
@@ -121,7 +122,7 @@ def check_nodes(root: yaml.Node, source: str) -> dict[str, int]:
         entries = _children(node, path or "", duplicates, source)
         stack.append((node, path, line, depth, [child for child, _, _ in entries]))
         stack.extend((child, p, n, depth + 1, None) for child, p, n in reversed(entries))
-    if duplicates:  # found parents first; reported in file order, as the event reader does
+    if duplicates:  # found parents first; reported in file order
         raise ConfigError(sorted(duplicates, key=lambda issue: issue.line or 0))
     return lines
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lib import config, yaml_limits
-from lib.config import load_config
+from lib import yaml_limits
+from lib.config import checks, load_config, reader
 from lib.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def test_an_alias_that_contains_itself_is_refused(tmp_path: Path, project: Path)
     ]
 
 
-@pytest.mark.parametrize("anchor", ["", "x: &x 1\n"], ids=["event-reader", "node-reader"])
+@pytest.mark.parametrize("anchor", ["", "x: &x 1\n"], ids=["plain", "with-anchor"])
 def test_deep_nesting_is_a_config_error_not_a_recursion_error(tmp_path: Path, anchor: str) -> None:
     line = 1 + anchor.count("\n")
     for depth in (70, 900):  # 900: within libyaml's own limit, past Python's recursion in the readers
@@ -89,7 +89,7 @@ def test_a_file_past_the_size_budget_is_refused_unread(
     assert errors_of(path) == [f"{path}: the file is larger than 0 MiB: alias/size budget exceeded"]
 
 
-@pytest.mark.parametrize("anchor", ["", "x: &x 1\n"], ids=["event-reader", "node-reader"])
+@pytest.mark.parametrize("anchor", ["", "x: &x 1\n"], ids=["plain", "with-anchor"])
 def test_duplicate_keys_at_any_depth_name_both_lines(tmp_path: Path, project: Path, anchor: str) -> None:
     shift = anchor.count("\n")
     path = job_file(tmp_path, project)
@@ -116,7 +116,7 @@ def test_duplicate_keys_at_any_depth_name_both_lines(tmp_path: Path, project: Pa
     ]
     # Keys equal only as Python values are not written twice: PyYAML's dict, as before.
     path.write_text(anchor + "1: a\ntrue: b\n'1': c\n")
-    data, _ = config._parse_yaml(path.read_text(), str(path))
+    data, _ = reader.read_yaml(path.read_text(), str(path))
     assert data == {**({"x": 1} if anchor else {}), 1: "b", "1": "c"}
 
 
@@ -245,7 +245,7 @@ def test_strings_that_are_not_git_urls_are_refused(tmp_path: Path, url: str) -> 
 def test_a_git_url_check_can_be_added_through_the_hook(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(config, "GIT_URL_CHECKS", (*config.GIT_URL_CHECKS, lambda url: "no example.com"))
+    monkeypatch.setattr(checks, "GIT_URL_CHECKS", (*checks.GIT_URL_CHECKS, lambda url: "no example.com"))
     path = write(tmp_path, "jobs:\n  a:\n    every: 5 minutes\n    git: {url: 'https://example.com/r.git'}\n")
     assert errors_of(path) == [f"{path}:4 jobs.a.git.url: no example.com"]
 

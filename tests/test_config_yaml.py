@@ -1,10 +1,9 @@
-"""jobs.yaml reading: the event reader gives exactly what PyYAML's loader gives.
+"""jobs.yaml reading: the data is exactly PyYAML's, and every key's line comes with it.
 
-`lib.config._parse_yaml` reads with `_read_events` (built from libyaml's parse events,
-~5x faster on 10,000 jobs) and falls back to `_read_nodes` (PyYAML's composer and
-constructor) on anything the event reader does not handle. These tests run a varied
-corpus through both and compare the data (types, values, key order) and the line map
-item by item, with libyaml and with PyYAML's pure-Python parser.
+`lib.config.reader.read_yaml` composes PyYAML's node graph once, takes the line of
+every key from it (`check_nodes`) and builds the data from the same nodes. These tests
+run a varied corpus through it and compare the data (types, values, key order) with
+`yaml.load`'s, with libyaml and with PyYAML's pure-Python parser, and check the lines.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lib import config
+from lib.config import load_config, reader
 from lib.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,8 +135,8 @@ jobs:
   "quoted.name": {schedule: '@daily'}
 """
 
-# Inputs the event reader leaves to PyYAML: each must make it raise _Unsupported.
-FALLBACK = {
+# Anchors, tags, merge keys, several documents, invalid YAML: what jobs.yaml files rarely hold.
+UNUSUAL = {
     "anchor_alias": "base: &b {a: 1}\nuse: *b\n",
     "merge_key": "defaults: &d {x: 1}\njob:\n  <<: *d\n  y: 2\n",
     "merge_key_bad": "job:\n  <<: 1\n",
@@ -186,11 +185,10 @@ def typed(value: Any) -> Any:
     return (type(value).__name__, repr(value))  # repr: -0.0 vs 0.0, nan, tz-aware datetimes
 
 
-def assert_same(text: str, loader_cls: type) -> None:
-    fast_data, fast_lines = config._read_events(text, loader_cls)
-    ref_data, ref_lines = config._read_nodes(text, loader_cls)
-    assert typed(fast_data) == typed(ref_data)
-    assert list(fast_lines.items()) == list(ref_lines.items())
+def assert_like_pyyaml(text: str, loader_cls: type) -> dict[str, int]:
+    data, lines = reader.read_nodes(text, loader_cls)
+    assert typed(data) == typed(yaml.load(text, Loader=loader_cls))
+    return lines
 
 
 def bench_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int) -> str:
@@ -207,68 +205,72 @@ def bench_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int) -> st
 
 @pytest.mark.parametrize("loader_cls", LOADERS)
 @pytest.mark.parametrize("name", ["tricky_scalars", "job_like", "repo_jobs_yaml"])
-def test_event_reader_matches_pyyaml(loader_cls: type, name: str) -> None:
+def test_the_data_is_pyyamls(loader_cls: type, name: str) -> None:
     text = {
         "tricky_scalars": TRICKY_SCALARS,
         "job_like": JOB_LIKE,
         "repo_jobs_yaml": (REPO / "jobs.yaml").read_text(encoding="utf-8"),
     }[name]
-    assert_same(text, loader_cls)
+    assert_like_pyyaml(text, loader_cls)
 
 
 @pytest.mark.parametrize("loader_cls", LOADERS)
-def test_event_reader_matches_pyyaml_on_the_bench_file(
+def test_the_data_is_pyyamls_on_the_bench_file(
     loader_cls: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert_same(bench_file(tmp_path, monkeypatch, 600), loader_cls)
+    text = bench_file(tmp_path, monkeypatch, 600)
+    lines = assert_like_pyyaml(text, loader_cls)
+    data = yaml.load(text, Loader=loader_cls)
+    # Every job and every key of every job has its line, and the line holds that key.
+    file_lines = text.splitlines()
+    for name, job in data["jobs"].items():
+        for key in job:
+            line = file_lines[lines[f"jobs.{name}.{key}"] - 1]
+            assert line.lstrip().startswith((f"{key}:", f"- {key}:")), (name, key, line)
 
 
 @pytest.mark.parametrize("loader_cls", LOADERS)
 @pytest.mark.parametrize("name", sorted(EDGES))
-def test_event_reader_matches_pyyaml_at_the_edges(loader_cls: type, name: str) -> None:
-    assert_same(EDGES[name], loader_cls)
+def test_the_edges_read_as_pyyaml_reads_them(loader_cls: type, name: str) -> None:
+    assert_like_pyyaml(EDGES[name], loader_cls)
 
 
-def test_the_corpus_really_takes_the_fast_path() -> None:
-    """A sanity check on the tests above: they compare two readers, not one with itself."""
-    data, lines = config._read_events(TRICKY_SCALARS, yaml.SafeLoader)
+@pytest.mark.parametrize("loader_cls", LOADERS)
+def test_every_key_and_list_item_has_its_line(loader_cls: type) -> None:
+    data, lines = reader.read_nodes(TRICKY_SCALARS, loader_cls)
     assert data["ints"] == [0, 1, -2, 3, 15, "0o17", 31, 5, 1000, 90, 685230]
     assert data["not_booleans"] == ["y", "n", "Y", "N", "tRUE", "yes", "on", "truely"]
     assert data["nulls"] == [None, None, None, None, "null", "~", "nil", "None"]
     assert data["dupmap"] == {"a": 1, "b": {"deep": 2}} and data["dupmap_2"] == {"c": 3}
     assert (lines["dupmap"], lines["dupmap.b.deep"], lines["dupmap_2.c"]) == (61, 61, 63)
     assert lines["nested[0].commands[1]"] == 40
+    assert lines["plain"] == 2 and lines["literal"] == 16
 
 
-@pytest.mark.parametrize("name", sorted(FALLBACK))
-def test_what_the_event_reader_does_not_handle_goes_to_pyyaml(
-    name: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    text = FALLBACK[name]
-    with pytest.raises(Exception) as raised:
-        config._read_events(text, getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    assert raised.type is config._Unsupported or isinstance(raised.value, yaml.YAMLError)
-
-    def outcome() -> Any:
-        try:
-            data, lines = config._parse_yaml(text, "jobs.yaml")
-        except ConfigError as exc:
-            return [str(issue) for issue in exc.issues]
-        return typed(data), list(lines.items())
-
-    through_fallback = outcome()
-
-    def unsupported(text: str, loader_cls: type, source: str = "") -> Any:
-        raise config._Unsupported("forced")
-
-    monkeypatch.setattr(config, "_read_events", unsupported)
-    assert through_fallback == outcome()
+@pytest.mark.parametrize("name", sorted(UNUSUAL))
+def test_unusual_yaml_reads_as_pyyaml_reads_it_or_is_one_located_error(name: str) -> None:
+    text = UNUSUAL[name]
+    loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        expected = typed(yaml.load(text, Loader=loader_cls))
+    except yaml.YAMLError:
+        with pytest.raises(ConfigError) as raised:
+            reader.read_yaml(text, "jobs.yaml")
+        [issue] = raised.value.issues
+        assert "invalid YAML" in str(issue) or "invalid value" in str(issue), str(issue)
+        return
+    except (ValueError, TypeError):  # a scalar PyYAML cannot build: located by its line
+        with pytest.raises(ConfigError):
+            reader.read_yaml(text, "jobs.yaml")
+        return
+    data, _ = reader.read_yaml(text, "jobs.yaml")
+    assert typed(data) == expected
 
 
 def test_invalid_yaml_is_reported_by_pyyaml_with_its_line(tmp_path: Path) -> None:
     path = tmp_path / "jobs.yaml"
-    path.write_text(textwrap.dedent(FALLBACK["unterminated_quote"]))
+    path.write_text(textwrap.dedent(UNUSUAL["unterminated_quote"]))
     with pytest.raises(ConfigError) as raised:
-        config.load_config(path)
+        load_config(path)
     [issue] = raised.value.issues
     assert str(issue).startswith(f"{path}:") and "invalid YAML: found unexpected end of stream" in str(issue)

@@ -74,7 +74,7 @@ def test_the_config_check_the_masker_and_run_commands_sh_share_one_definition() 
     import subprocess
     from pathlib import Path
 
-    from lib.config import _git_url_credential
+    from lib.config.checks import git_url_credential as _git_url_credential
     from lib.secrets import url_credential
 
     script = Path(__file__).resolve().parents[1] / "docker" / "run_commands.sh"
