@@ -76,6 +76,31 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN image TEXT;
     """,
+    # 5: alerts (lib/notify/dispatcher.py): every delivery attempt's outcome, and what
+    # each rule remembers of a job's last alert (de-duplication, repeat_every).
+    """
+    CREATE TABLE deliveries (
+        id          INTEGER PRIMARY KEY,
+        run_id      TEXT,
+        job         TEXT NOT NULL,
+        channel     TEXT NOT NULL,
+        event       TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        attempts    INTEGER NOT NULL,
+        error       TEXT,
+        at          TEXT NOT NULL
+    );
+    CREATE INDEX deliveries_by_run ON deliveries (run_id);
+    CREATE INDEX deliveries_by_job ON deliveries (job, at);
+    CREATE TABLE alert_state (
+        rule         TEXT NOT NULL,
+        job          TEXT NOT NULL,
+        last_key     TEXT,
+        last_sent_at TEXT,
+        suppressed   INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (rule, job)
+    );
+    """,
 ]
 # The columns of migration 3: in `running()` rows, not in `history --json`.
 PROCESS_COLUMNS = ("supervisor_pid", "supervisor_start", "process_pid", "process_start", "container")
@@ -426,6 +451,85 @@ class History:
             rows = conn.execute("SELECT * FROM runs WHERE outcome = ?", (RUNNING,)).fetchall()
         return [_row_to_dict(row) | {column: row[column] for column in PROCESS_COLUMNS} for row in rows]
 
+    def failure_streak(self, job: str, before: str | None = None) -> list[dict[str, Any]]:
+        """The job's latest finished runs that failed in a row, newest first, stopping at
+        the first run that did not fail; `skipped` and `cancelled` runs are passed over
+        (they neither break a streak nor add to it). `before`: a run id whose own row,
+        and any newer, are left out."""
+        from lib.models import FAILURE_OUTCOMES
+
+        streak: list[dict[str, Any]] = []
+        sql = "SELECT * FROM runs WHERE job = ? AND outcome NOT IN (?, ?, ?) ORDER BY started_at DESC, rowid DESC"
+        with self._connect() as conn:
+            rows = conn.execute(sql, (job, RUNNING, "skipped", "cancelled"))
+            started = None
+            if before is not None:
+                mine = conn.execute("SELECT started_at FROM runs WHERE run_id = ?", (before,)).fetchone()
+                started = mine[0] if mine else None
+            for row in rows:
+                if before is not None and (row["run_id"] == before or (started and row["started_at"] > started)):
+                    continue
+                if row["outcome"] not in FAILURE_OUTCOMES:
+                    break
+                streak.append(_row_to_dict(row))
+        return streak
+
+    # ------------------------------------------------------------------ alerts (lib/notify/dispatcher.py)
+
+    def record_delivery(
+        self,
+        *,
+        run_id: str | None,
+        job: str,
+        channel: str,
+        event: str,
+        status: str,
+        attempts: int,
+        error: str | None,
+        at: datetime,
+    ) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO deliveries (run_id, job, channel, event, status, attempts, error, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, job, channel, event, status, attempts, error, _iso(at)),
+            )
+
+    def deliveries(self, run_id: str | None = None, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Delivery attempts, newest first, for one run or one job (or all)."""
+        sql, params = "SELECT run_id, job, channel, event, status, attempts, error, at FROM deliveries", []
+        where = []
+        if run_id is not None:
+            where.append("run_id = ?")
+            params.append(run_id)
+        if job is not None:
+            where.append("job = ?")
+            params.append(job)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        with self._connect() as conn:
+            return [dict(row) for row in conn.execute(sql, params)]
+
+    def alert_state(self, rule: str, job: str) -> dict[str, Any] | None:
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT last_key, last_sent_at, suppressed FROM alert_state WHERE rule = ? AND job = ?", (rule, job)
+            ).fetchone()
+        return dict(row) if row is not None else None
+
+    def set_alert_state(
+        self, rule: str, job: str, last_key: str | None, last_sent_at: datetime | None, suppressed: int
+    ) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO alert_state (rule, job, last_key, last_sent_at, suppressed) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (rule, job) DO UPDATE SET last_key = excluded.last_key,"
+                " last_sent_at = excluded.last_sent_at, suppressed = excluded.suppressed",
+                (rule, job, last_key, _iso(last_sent_at), suppressed),
+            )
+
     # ------------------------------------------------------------------ retention (lib/retention.py)
 
     def jobs(self) -> list[str]:
@@ -470,6 +574,9 @@ class History:
         with self._connect() as conn:
             if dry_run:
                 return int(conn.execute(f"SELECT COUNT(*) FROM runs WHERE {where}", params).fetchone()[0])
+            # A run's deliveries go with it; those of no run (late, heartbeat) by their age.
+            conn.execute(f"DELETE FROM deliveries WHERE run_id IN (SELECT run_id FROM runs WHERE {where})", params)
+            conn.execute("DELETE FROM deliveries WHERE run_id IS NULL AND job = ? AND at < ?", params[:2])
             return conn.execute(f"DELETE FROM runs WHERE {where}", params).rowcount
 
 

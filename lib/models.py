@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, time
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
@@ -49,9 +49,15 @@ class RunStatus(StrEnum):
     SKIPPED = "skipped"  # not run at all: overlap, missed fire time
     ERROR = "error"  # the scheduler itself crashed during the run (a bug: please report)
 
+
     @property
     def ok(self) -> bool:
         return self is RunStatus.SUCCEEDED
+
+
+# Outcomes that count as a failure for alerts: in a row they make a streak, and the
+# first run after them that succeeds is `recovered`.
+FAILURE_OUTCOMES = frozenset({"failed", "failed_to_start", "timed_out", "error"})
 
 
 class TriggerKind(StrEnum):
@@ -168,6 +174,9 @@ class Job:
     image: str | None = None  # docker runner: overrides docker.image
     # The top-level `retention:`, overridden key by key by the job's own.
     retention: Retention = field(default_factory=Retention)
+    notify: tuple[str, ...] = ()  # channel names: a rule for this job with the default events
+    deadline: time | None = None  # local wall time in `timezone` by which a run must have succeeded
+    heartbeat: str | None = None  # healthchecks.io-style ping URL: /start, success, /fail
 
 
 @dataclass(frozen=True)
@@ -264,3 +273,54 @@ def count_statuses(nodes: tuple[NodeResult, ...] | list[NodeResult]) -> dict[str
         counts[node.status] = counts.get(node.status, 0) + 1
     counts["total"] = len(nodes)
     return counts
+
+
+# Alerts (issue 9): what `notifications:` in jobs.yaml says, checked.
+
+# Events a `notify:` shortcut and a rule without `on:` send.
+DEFAULT_ALERT_EVENTS = ("failed", "timed_out", "failed_to_start", "recovered", "late")
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One entry of `notifications.channels`: a name, a type and that type's settings
+    (checked; `${ENV}` references already replaced by their values)."""
+
+    name: str
+    type: str  # slack | teams | pagerduty | email | sns | webhook
+    settings: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QuietHoursSetting:
+    start: time
+    end: time
+    timezone: ZoneInfo
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """Send `on` events of jobs matching `jobs` (name globs) to the channels `to`."""
+
+    to: tuple[str, ...]
+    jobs: tuple[str, ...] = ("*",)
+    on: tuple[str, ...] = DEFAULT_ALERT_EVENTS
+    after: int = 1  # alert failures only from the Nth in a row
+    repeat_every: float = 86400.0  # seconds before an identical failure is sent again
+    quiet_hours: QuietHoursSetting | None = None
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """The daemon's own "I am alive" ping (top-level `heartbeat:`)."""
+
+    url: str
+    every: float = 300.0  # seconds
+
+
+@dataclass(frozen=True)
+class Notifications:
+    channels: Mapping[str, Channel] = field(default_factory=dict)
+    rules: tuple[AlertRule, ...] = ()
+    # Values that came from `${ENV}` references: masked in everything we print or store.
+    secret_values: tuple[str, ...] = ()

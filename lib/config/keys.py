@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lib.config import checks
+from lib.config import checks, notify_checks
 from lib.config.checks import JOB_NAME, MAX_COUNT, MAX_KEEP_DAYS, Check
 from lib.durations import MAX_SECONDS
+from lib.models import DEFAULT_ALERT_EVENTS
 
 MAX_PARALLEL = 1024
 MAX_START_RETRIES = 100
@@ -183,6 +184,198 @@ ENV_SCHEMA: Mapping[str, Any] = {
 }
 
 
+# --------------------------------------------------------------------------- alerts (issue 9)
+
+_URL_SCHEMA: Mapping[str, Any] = {"type": "string", "pattern": "^(?i:https?)://|\\$\\{"}
+_NAMES_SCHEMA: Mapping[str, Any] = {"anyOf": [STRING, {"type": "array", "minItems": 1, "items": STRING}]}
+_WALL_TIME_SCHEMA: Mapping[str, Any] = {"type": "string", "pattern": "^([01]?[0-9]|2[0-3]):[0-5][0-9]$"}
+
+
+def _channel_type(kind: str, *settings: Key) -> Section:
+    type_key = Key("type", f"`{kind}`.", {"const": kind}, required=True, since="0.3.0")
+    return Section(f"`{kind}` channel", (type_key, *settings))
+
+
+def _url_key(doc: str, required: bool = True, default: str | None = None) -> Key:
+    return Key(
+        "url", doc, _URL_SCHEMA, notify_checks.http_url, default=default, required=required, since="0.3.0"
+    )
+
+
+def _secret_text(name: str, doc: str, required: bool = True) -> Key:
+    return Key(name, doc, STRING, checks.printable, required=required, since="0.3.0")
+
+
+CHANNEL_TYPES: Mapping[str, Section] = {
+    section.keys[0].schema["const"]: section
+    for section in (
+        _channel_type("slack", _url_key('the incoming-webhook URL, e.g. `"${SLACK_WEBHOOK_URL}"`.')),
+        _channel_type("teams", _url_key("the Teams Workflows webhook URL (Adaptive Card).")),
+        _channel_type(
+            "pagerduty",
+            _secret_text("routing_key", "the Events API v2 integration key."),
+            _url_key(
+                "the Events API endpoint.",
+                required=False,
+                default="https://events.pagerduty.com/v2/enqueue",
+            ),
+        ),
+        _channel_type(
+            "email",
+            _secret_text("host", "the SMTP server."),
+            Key("port", "its port.", _whole(1, 65535), checks.whole(1, 65535), default=587, since="0.3.0"),
+            Key(
+                "starttls",
+                "upgrade the connection with STARTTLS.",
+                BOOLEAN,
+                checks.flag,
+                default=True,
+                since="0.3.0",
+            ),
+            _secret_text("username", "the SMTP login, when the server wants one.", required=False),
+            _secret_text("password", 'its password (write `"${SMTP_PASSWORD}"`).', required=False),
+            Key(
+                "from",
+                "the sender address.",
+                STRING,
+                notify_checks.email_address,
+                required=True,
+                since="0.3.0",
+            ),
+            Key(
+                "to",
+                "the recipients.",
+                _NAMES_SCHEMA,
+                notify_checks.email_addresses,
+                required=True,
+                since="0.3.0",
+            ),
+        ),
+        _channel_type(
+            "sns",
+            _secret_text("topic_arn", "the SNS topic's ARN."),
+            _secret_text("region", "its region (default: the ARN's).", required=False),
+            _secret_text(
+                "endpoint_url",
+                "another endpoint (moto, LocalStack); default `aws.endpoint_url`.",
+                required=False,
+            ),
+        ),
+        _channel_type(
+            "webhook",
+            _url_key("where the JSON is POSTed."),
+            _secret_text(
+                "secret",
+                "signs each delivery as Standard Webhooks (`whsec_…` or any string).",
+                required=False,
+            ),
+        ),
+    )
+}
+
+RULE = Section(
+    "rule",
+    (
+        Key(
+            "jobs",
+            "job names or globs the rule applies to.",
+            _NAMES_SCHEMA,
+            notify_checks.job_globs,
+            default=["*"],
+            since="0.3.0",
+        ),
+        Key(
+            "on",
+            "the events it sends.",
+            {"anyOf": [STRING, {"type": "array", "minItems": 1, "items": STRING}]},
+            notify_checks.events,
+            default=list(DEFAULT_ALERT_EVENTS),
+            since="0.3.0",
+        ),
+        Key(
+            "to",
+            "the channels it sends to.",
+            _NAMES_SCHEMA,
+            notify_checks.channel_names,
+            required=True,
+            since="0.3.0",
+        ),
+        Key(
+            "after",
+            "alert a failure only from the Nth in a row.",
+            _whole(1, 10_000),
+            checks.whole(1, 10_000),
+            default=1,
+            since="0.3.0",
+        ),
+        Key(
+            "repeat_every",
+            "an identical failure (the same failing nodes) is sent again only after this long.",
+            DURATION,
+            checks.duration,
+            default="24h",
+            since="0.3.0",
+        ),
+        Key(
+            "quiet_hours",
+            '`{from: "22:00", to: "07:00", timezone: …}`: inside it `started`, `succeeded`, `warned` and '
+            "`skipped` are dropped and the rest delayed to its end.",
+            {
+                "type": "object",
+                "properties": {"from": _WALL_TIME_SCHEMA, "to": _WALL_TIME_SCHEMA, "timezone": STRING},
+                "required": ["from", "to"],
+                "additionalProperties": False,
+            },
+            notify_checks.quiet_hours,
+            since="0.3.0",
+        ),
+    ),
+)
+
+
+def _notifications(value: Any, field: checks.Field) -> Any:
+    from lib.models import Notifications
+
+    if not isinstance(value, dict):
+        return field.bad("must be a mapping with `channels:` and `rules:`")
+    checks.check_unknown(value, NOTIFICATIONS.names, field.path, field.issues)
+    settings = checks.read_section(NOTIFICATIONS, value, field.at, field.memo)
+    return Notifications(channels=settings["channels"] or {}, rules=settings["rules"] or ())
+
+
+NOTIFICATIONS = Section(
+    "The `notifications:` section",
+    (
+        Key(
+            "channels",
+            "channel name → `{type: slack|teams|pagerduty|email|sns|webhook, …}`; any string may "
+            'be `"${ENV_VAR}"` (from the scheduler\'s environment). See [Alerts](#alerts).',
+            {
+                "type": "object",
+                "additionalProperties": {
+                    "oneOf": [
+                        _object(section, required=tuple(key.name for key in section.keys if key.required))
+                        for section in CHANNEL_TYPES.values()
+                    ]
+                },
+            },
+            notify_checks.channels,
+            default={},
+            since="0.3.0",
+        ),
+        Key(
+            "rules",
+            "every matching rule sends: `{jobs: [globs], on: [events], to: [channels], after: N, "
+            "repeat_every, quiet_hours}`. See [Alerts](#alerts).",
+            {"type": "array", "items": _object(RULE, required=("to",))},
+            notify_checks.rules,
+            default=[],
+            since="0.3.0",
+        ),
+    ),
+)
+
+
 # --------------------------------------------------------------------------- job keys
 
 JOB = Section(
@@ -344,6 +537,30 @@ JOB = Section(
             shown_default="the top-level `retention:`",
             since="0.3.0",
             section=RETENTION,
+        ),
+        Key(
+            "notify",
+            "channel names: a rule for this job alone, with the default events (`failed`, `timed_out`, "
+            "`failed_to_start`, `recovered`, `late`). See [Alerts](#alerts).",
+            _NAMES_SCHEMA,
+            notify_checks.channel_names,
+            since="0.3.0",
+        ),
+        Key(
+            "deadline",
+            '`"HH:MM"` in the job\'s `timezone`: when no run has succeeded since the last scheduled fire '
+            "time by then, a `late` alert goes out (once per fire time).",
+            _WALL_TIME_SCHEMA,
+            notify_checks.wall_time,
+            since="0.3.0",
+        ),
+        Key(
+            "heartbeat",
+            "a healthchecks.io-style check URL: pinged at `/start`, on success, and at `/fail` (with `rid` "
+            "= the run id).",
+            _URL_SCHEMA,
+            notify_checks.job_heartbeat,
+            since="0.3.0",
         ),
     ),
 )
@@ -645,7 +862,42 @@ TOP_LEVEL = Section(
             since="0.2.0",
             section=DOCKER,
         ),
+        Key(
+            "notifications",
+            "alert channels and the rules that route events to them: see [Alerts](#alerts).",
+            _object(NOTIFICATIONS),
+            _notifications,
+            since="0.3.0",
+            section=NOTIFICATIONS,
+        ),
+        Key(
+            "heartbeat",
+            "a URL pinged while the daemon is alive (`{url, every}`, default every `5m`), so a dead daemon "
+            "or box is noticed from outside.",
+            {
+                "anyOf": [
+                    _URL_SCHEMA,
+                    {
+                        "type": "object",
+                        "properties": {"url": _URL_SCHEMA, "every": DURATION},
+                        "required": ["url"],
+                        "additionalProperties": False,
+                    },
+                ]
+            },
+            notify_checks.heartbeat,
+            since="0.3.0",
+        ),
     ),
 )
 
-SECTIONS: tuple[Section, ...] = (TOP_LEVEL, JOB, RETENTION, AWS, DOCKER)
+SECTIONS: tuple[Section, ...] = (
+    TOP_LEVEL,
+    JOB,
+    RETENTION,
+    AWS,
+    DOCKER,
+    NOTIFICATIONS,
+    RULE,
+    *CHANNEL_TYPES.values(),
+)

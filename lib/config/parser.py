@@ -24,8 +24,9 @@ with the grammar docker/run_commands.sh runs them with (lib/command_grammar.py).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -38,11 +39,12 @@ from lib.config.checks import (
     Memo,
     check_unknown,
     did_you_mean,
+    read_section,
     resolve_path,
 )
 from lib.config.reader import read_yaml
 from lib.errors import ConfigError, ConfigIssue
-from lib.models import AwsSettings, DockerSettings, Job, Retention, Trigger
+from lib.models import AwsSettings, DockerSettings, Heartbeat, Job, Notifications, Retention, Trigger
 from lib.secrets import has_url_credential, is_secret_name
 from lib.triggers import parse_cron, parse_every
 from lib.yaml_limits import read_text
@@ -65,6 +67,8 @@ class Config:
     retention: Retention = field(default_factory=Retention)
     aws: AwsSettings | None = None
     docker: DockerSettings = field(default_factory=DockerSettings)
+    notifications: Notifications = field(default_factory=Notifications)
+    heartbeat: Heartbeat | None = None  # the daemon's own alive ping
     raw_jobs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def job(self, name: str) -> Job:
@@ -91,53 +95,9 @@ def load_config(path: Path | str) -> Config:
     except OSError as exc:
         raise ConfigError([ConfigIssue("", f"cannot read file: {exc}", file=str(path))]) from None
     data, lines = read_yaml(text, str(path))
-    return parse_config(data, base_dir=path.resolve().parent, source=str(path), lines=lines)
-
-
-def read_section(
-    section: table.Section,
-    written: Mapping[str, Any],
-    field_of: Callable[[str], Field],
-    memo: Memo,
-) -> dict[str, Any]:
-    """Each key of `section` with a check, checked: the written value, else the default.
-
-    `written` holds the keys as merged (null already dropped where it means the
-    default); `field_of(name)` says where a key's issues go. Keys without a check are
-    left to the caller's cross-key rules.
-
-    A check's answer depends only on the value and the parse call (its memo, base_dir,
-    the top-level retention), so a value that passed is not checked again: ten
-    thousand jobs repeat a few dozen zones, runners, targets and durations. That took
-    `parse_config` on the bench file from 0.69 s to 0.3 s. Failures are checked every
-    time: each is reported at its own path.
-    """
-    values: dict[str, Any] = {}
-    checked = memo.checked
-    for key in section.keys:
-        check = key.check
-        if check is None:
-            continue
-        value = written.get(key.name)
-        if value is None:
-            value = key.default
-            if value is None:
-                values[key.name] = None
-                continue
-        try:
-            cache_key: tuple[int, type, Any] | None = (id(key), value.__class__, value)
-            found = checked.get(cache_key, _ABSENT)  # type: ignore[arg-type]
-        except TypeError:  # a mapping or list: checked each time
-            cache_key, found = None, _ABSENT
-        if found is not _ABSENT:
-            values[key.name] = found
-            continue
-        field = field_of(key.name)
-        before = len(field.issues.items)
-        result = values[key.name] = check(value, field)
-        if cache_key is not None and len(field.issues.items) == before:
-            checked[cache_key] = result
-    return values
+    return parse_config(
+        data, base_dir=path.resolve().parent, source=str(path), lines=lines, environ=os.environ
+    )
 
 
 def parse_config(
@@ -145,8 +105,12 @@ def parse_config(
     base_dir: Path,
     source: str | None = None,
     lines: Mapping[str, int] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Config:
-    """Validate plain data (as read from YAML) into a Config, or raise ConfigError with every issue."""
+    """Validate plain data (as read from YAML) into a Config, or raise ConfigError with every issue.
+
+    `environ` is where `${NAME}` in notification settings are looked up (load_config
+    passes the process environment; None: no variable is set)."""
     issues = Issues(source, lines or {})
     if data is None:
         data = {}
@@ -156,7 +120,7 @@ def parse_config(
     check_unknown(data, table.TOP_LEVEL.names, "", issues)
     # As in a job, a key written as null takes its built-in default.
     data = {key: value for key, value in data.items() if value is not None}
-    memo = Memo(base_dir)
+    memo = Memo(base_dir, environ)
     top = read_section(table.TOP_LEVEL, data, lambda name: Field(name, issues, memo), memo)
     retention = top["retention"] if top["retention"] is not None else Retention()
 
@@ -195,8 +159,11 @@ def parse_config(
             _check_runner_needs(job, aws, issues)
             jobs[job.name] = job
 
+    notifications = top["notifications"] or Notifications()
+    _check_channel_references(notifications, jobs, issues)
     if issues.items:
         raise ConfigError(issues.items)
+    notifications = replace(notifications, secret_values=tuple(sorted(memo.secret_values)))
     return Config(
         path=Path(source) if source else None,
         state_dir=top["state_dir"] or resolve_path(table.DEFAULT_STATE_DIR, base_dir),
@@ -206,6 +173,8 @@ def parse_config(
         retention=retention,
         aws=aws,
         docker=docker,
+        notifications=notifications,
+        heartbeat=top["heartbeat"],
         raw_jobs=raw_jobs,
     )
 
@@ -278,6 +247,9 @@ def _parse_job(
         description=values["description"],
         image=values["image"],
         retention=values["retention"] if values["retention"] is not None else retention,
+        notify=values["notify"] or (),
+        deadline=values["deadline"],
+        heartbeat=values["heartbeat"],
     )
 
 
@@ -332,6 +304,23 @@ def _trigger(
         issues.add(key_path(key), trigger)
         return None
     return trigger if valid_zone else None
+
+
+def _check_channel_references(notifications: Notifications, jobs: Mapping[str, Job], issues: Issues) -> None:
+    """Every channel a rule or a job's `notify` names is defined in notifications.channels."""
+    known = notifications.channels
+
+    def check(path: str, names: tuple[str, ...]) -> None:
+        for i, name in enumerate(names):
+            if name not in known:
+                hint = did_you_mean(name, known) or ""
+                defined = ", ".join(sorted(known)) or "none: add them under notifications.channels"
+                issues.add(f"{path}[{i}]", f"no channel named {name!r}{hint} (channels: {defined})")
+
+    for i, rule in enumerate(notifications.rules):
+        check(f"notifications.rules[{i}].to", rule.to)
+    for job in jobs.values():
+        check(f"jobs.{job.name}.notify", job.notify)
 
 
 def _check_runner_needs(job: Job, aws: AwsSettings | None, issues: Issues) -> None:
