@@ -459,7 +459,10 @@ class History:
         from lib.models import FAILURE_OUTCOMES
 
         streak: list[dict[str, Any]] = []
-        sql = "SELECT * FROM runs WHERE job = ? AND outcome NOT IN (?, ?, ?) ORDER BY started_at DESC, rowid DESC"
+        sql = (
+            "SELECT * FROM runs WHERE job = ? AND outcome NOT IN (?, ?, ?)"
+            " ORDER BY started_at DESC, rowid DESC"
+        )
         with self._connect() as conn:
             rows = conn.execute(sql, (job, RUNNING, "skipped", "cancelled"))
             started = None
@@ -467,7 +470,9 @@ class History:
                 mine = conn.execute("SELECT started_at FROM runs WHERE run_id = ?", (before,)).fetchone()
                 started = mine[0] if mine else None
             for row in rows:
-                if before is not None and (row["run_id"] == before or (started and row["started_at"] > started)):
+                if before is not None and (
+                    row["run_id"] == before or (started and row["started_at"] > started)
+                ):
                     continue
                 if row["outcome"] not in FAILURE_OUTCOMES:
                     break
@@ -495,7 +500,9 @@ class History:
                 (run_id, job, channel, event, status, attempts, error, _iso(at)),
             )
 
-    def deliveries(self, run_id: str | None = None, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    def deliveries(
+        self, run_id: str | None = None, job: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
         """Delivery attempts, newest first, for one run or one job (or all)."""
         sql, params = "SELECT run_id, job, channel, event, status, attempts, error, at FROM deliveries", []
         where = []
@@ -515,7 +522,8 @@ class History:
     def alert_state(self, rule: str, job: str) -> dict[str, Any] | None:
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT last_key, last_sent_at, suppressed FROM alert_state WHERE rule = ? AND job = ?", (rule, job)
+                "SELECT last_key, last_sent_at, suppressed FROM alert_state WHERE rule = ? AND job = ?",
+                (rule, job),
             ).fetchone()
         return dict(row) if row is not None else None
 
@@ -524,7 +532,8 @@ class History:
     ) -> None:
         with self._connect() as conn:
             conn.execute(
-                "INSERT INTO alert_state (rule, job, last_key, last_sent_at, suppressed) VALUES (?, ?, ?, ?, ?)"
+                "INSERT INTO alert_state (rule, job, last_key, last_sent_at, suppressed)"
+                " VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (rule, job) DO UPDATE SET last_key = excluded.last_key,"
                 " last_sent_at = excluded.last_sent_at, suppressed = excluded.suppressed",
                 (rule, job, last_key, _iso(last_sent_at), suppressed),
@@ -575,7 +584,9 @@ class History:
             if dry_run:
                 return int(conn.execute(f"SELECT COUNT(*) FROM runs WHERE {where}", params).fetchone()[0])
             # A run's deliveries go with it; those of no run (late, heartbeat) by their age.
-            conn.execute(f"DELETE FROM deliveries WHERE run_id IN (SELECT run_id FROM runs WHERE {where})", params)
+            conn.execute(
+                f"DELETE FROM deliveries WHERE run_id IN (SELECT run_id FROM runs WHERE {where})", params
+            )
             conn.execute("DELETE FROM deliveries WHERE run_id IS NULL AND job = ? AND at < ?", params[:2])
             return conn.execute(f"DELETE FROM runs WHERE {where}", params).rowcount
 

@@ -49,7 +49,6 @@ class RunStatus(StrEnum):
     SKIPPED = "skipped"  # not run at all: overlap, missed fire time
     ERROR = "error"  # the scheduler itself crashed during the run (a bug: please report)
 
-
     @property
     def ok(self) -> bool:
         return self is RunStatus.SUCCEEDED

@@ -204,6 +204,10 @@ def rules(value: Any, field: Field) -> tuple[AlertRule, ...] | None:
         if not isinstance(item, dict):
             where.bad("must be a mapping such as {on: [failed], to: [data_slack]}")
             continue
+        # YAML 1.1 (PyYAML) reads a bare `on` key as the boolean true, as GitHub Actions
+        # files show; the rule's `on:` is meant, and an editor (YAML 1.2) reads it so.
+        if True in item and "on" not in item:
+            item = {("on" if key is True else key): value for key, value in item.items()}
         check_unknown(item, RULE.names, where.path, field.issues)
         if item.get("to") is None:
             where.at("to").bad("missing: the channels this rule sends to")

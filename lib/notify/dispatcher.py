@@ -1,0 +1,375 @@
+"""Alerts from jobs.yaml's `notifications:`: which events a run makes, which rules and
+channels they go to, and the worker that delivers them.
+
+A run's end becomes one event (`succeeded`, `warned`, `failed`, `timed_out`,
+`failed_to_start`, `cancelled`, `skipped`), plus `recovered` when it is the first
+non-failing run after one or more failing ones. Every rule whose job globs and events
+match sends it to its channels, a job's `notify:` being a rule of its own; each rule
+keeps its own memory of the job's last alert (history's `alert_state`), so its
+`after`, `repeat_every` and quiet hours apply to it alone (lib/notify/hygiene.py).
+
+Delivery happens on one worker thread of its own with its own queue: a slow or dead
+endpoint never delays a dispatch or holds a run slot, and every delivery is recorded
+in history (`deliveries`) and logged at error level when it fails for good. A run is
+never failed by its alerts.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from lib.clock import Clock, SystemClock
+from lib.config.notify_checks import matches
+from lib.models import AlertRule, Channel, Job
+from lib.notify import hygiene
+from lib.notify.channels import email, healthchecks, pagerduty, slack, sns, teams, webhook
+from lib.notify.delivery import Deliverer, DeliveryResult
+from lib.notify.message import FAILURE_EVENTS, Alert, build_alert
+
+log = logging.getLogger("dbt_scheduler")
+
+# A run's outcome → the event it makes (a scheduler crash is a failure to its readers).
+OUTCOME_EVENTS = {
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "error": "failed",
+    "timed_out": "timed_out",
+    "failed_to_start": "failed_to_start",
+    "cancelled": "cancelled",
+    "skipped": "skipped",
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    """A rule with the id its memory is kept under: `rules[<i>]` or `jobs.<name>.notify`."""
+
+    key: str
+    rule: AlertRule
+    only_job: str | None = None
+
+    def applies(self, job: str, event: str) -> bool:
+        if self.only_job is not None and job != self.only_job:
+            return False
+        return event in self.rule.on and matches(self.rule, job)
+
+
+def routes(rules: tuple[AlertRule, ...], jobs: Mapping[str, Job]) -> list[Route]:
+    found = [Route(f"rules[{i}]:{','.join(rule.to)}", rule) for i, rule in enumerate(rules)]
+    for job in jobs.values():
+        if job.notify:
+            found.append(Route(f"jobs.{job.name}.notify", AlertRule(to=job.notify), only_job=job.name))
+    return found
+
+
+def run_event(report: Mapping[str, Any]) -> str | None:
+    """The event a finished run's report makes: `warned` for a success with warn nodes."""
+    event = OUTCOME_EVENTS.get(str(report.get("outcome")))
+    if event == "succeeded" and any(node.get("status") == "warn" for node in report.get("nodes") or ()):
+        return "warned"
+    return event
+
+
+class Notifier:
+    """Routes events to channels and delivers them on its own thread.
+
+    `submit_*` only enqueue (microseconds on the run's thread); `close(timeout)` lets the
+    queue drain for at most `timeout` seconds (run-now before it exits, the daemon at
+    shutdown), then gives up on what is left, logging it.
+    """
+
+    def __init__(
+        self,
+        *,
+        channels: Mapping[str, Channel],
+        rules: tuple[AlertRule, ...],
+        jobs: Mapping[str, Job],
+        history: Any,
+        mask: Callable[[str], str],
+        clock: Clock | None = None,
+        deliverer: Deliverer | None = None,
+        aws_clients: Callable[[Channel], Any] | None = None,
+        base_url: str | None = None,
+    ) -> None:
+        self.channels = channels
+        self.routes = routes(rules, jobs)
+        self.jobs = jobs
+        self.history = history
+        self.mask = mask
+        self.clock = clock or SystemClock()
+        self.deliverer = deliverer or Deliverer(mask=mask, clock=self.clock)
+        self._aws_clients = aws_clients
+        self.base_url = base_url
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.routes) or any(job.heartbeat for job in self.jobs.values())
+
+    # ------------------------------------------------------------------ the worker
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="notifier", daemon=True)
+                self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            task = self._queue.get()
+            try:
+                if task is None:
+                    return
+                task()
+            except Exception:  # a bug in an alert must not end the worker, nor touch runs
+                log.exception("notifier: an alert could not be sent")
+            finally:
+                self._queue.task_done()
+
+    def _submit(self, task: Callable[[], None]) -> None:
+        self.start()
+        self._queue.put(task)
+
+    def close(self, timeout: float) -> bool:
+        """Delivers what is queued for up to `timeout` seconds; True when all went out."""
+        if self._thread is None:
+            return True
+        self._queue.put(None)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.deliverer.stop.set()  # a backoff wait ends now: the delivery gives up
+            left = self._queue.qsize()
+            log.error("notifier: gave up on %d queued alert(s) at shutdown", left)
+            return False
+        return True
+
+    def wait_idle(self) -> None:
+        """Blocks until everything submitted so far is delivered (tests, `notify test`)."""
+        self._queue.join()
+
+    # ------------------------------------------------------------------ what comes in
+
+    def submit_started(self, job: Job, report: Mapping[str, Any]) -> None:
+        self._submit(lambda: self._deliver(job, "started", dict(report), None, ()))
+
+    def submit_finished(
+        self, job: Job, report: Mapping[str, Any], manifest: Mapping[str, Any] | None
+    ) -> None:
+        """The run's end: its event, and `recovered` when it ends a failing streak."""
+        data = dict(report)
+        self._submit(lambda: self._finished(job, data, manifest))
+
+    def submit_late(self, job: Job, fire_time: datetime, deadline: datetime) -> None:
+        report = {
+            "job": job.name,
+            "outcome": None,
+            "reason": f"no successful run since the fire time {fire_time:%Y-%m-%d %H:%M} UTC by the deadline "
+            f"{deadline.astimezone(job.timezone):%H:%M %Z}",
+            "scheduled_for": fire_time.isoformat(),
+        }
+        self._submit(lambda: self._deliver(job, "late", report, None, ()))
+
+    # ------------------------------------------------------------------ routing and delivery
+
+    def _finished(self, job: Job, report: dict[str, Any], manifest: Mapping[str, Any] | None) -> None:
+        event = run_event(report)
+        if event is None:
+            return
+        run_id = report.get("run_id")
+        streak = self.history.failure_streak(job.name, before=run_id) if run_id else []
+        if event in FAILURE_EVENTS:
+            self._deliver(job, event, report, manifest, streak)
+        else:
+            self._deliver(job, event, report, manifest, ())
+            if streak and event in ("succeeded", "warned"):
+                self._deliver(job, "recovered", report, manifest, streak)
+
+    def _deliver(
+        self,
+        job: Job,
+        event: str,
+        report: dict[str, Any],
+        manifest: Mapping[str, Any] | None,
+        streak: Any,
+    ) -> None:
+        now = self.clock.now()
+        if job.heartbeat and event in (
+            "started",
+            "succeeded",
+            "warned",
+            "failed",
+            "timed_out",
+            "failed_to_start",
+        ):
+            alert = build_alert(event, report, mask=self.mask, manifest=manifest)
+            self._record(report, job, healthchecks.send(alert, job.heartbeat, self.deliverer, "heartbeat"))
+        consecutive = len(streak) + (1 if event in FAILURE_EVENTS else 0)
+        for route in self.routes:
+            if not route.applies(job.name, event):
+                continue
+            saved = self.history.alert_state(route.key, job.name) or {}
+            state = hygiene.AlertState(
+                last_key=saved.get("last_key"),
+                last_sent_at=datetime.fromisoformat(saved["last_sent_at"])
+                if saved.get("last_sent_at")
+                else None,
+                suppressed=int(saved.get("suppressed") or 0),
+            )
+            context = self._context(event, streak, state)
+            probe = build_alert(event, report, mask=self.mask, manifest=manifest, **context)
+            quiet = route.rule.quiet_hours
+            decision = hygiene.decide(
+                event,
+                probe.failure_key,
+                consecutive,
+                now,
+                state,
+                repeat_every=timedelta(seconds=route.rule.repeat_every),
+                after=route.rule.after,
+                quiet=hygiene.QuietHours(quiet.start, quiet.end, quiet.timezone) if quiet else None,
+            )
+            if decision.action in ("suppress", "below_after", "drop"):
+                log.info("alert %s for %s held back by %s: %s", event, job.name, route.key, decision.action)
+                self._save_state(route.key, job.name, decision.state)
+                continue
+            alert = build_alert(
+                event,
+                report,
+                mask=self.mask,
+                manifest=manifest,
+                consecutive_failures=consecutive,
+                suppressed=decision.suppressed,
+                base_url=self.base_url,
+                **context,
+            )
+            if decision.action == "delay" and decision.send_at is not None:
+                # Quiet hours: the worker sends it when the window ends; what it
+                # remembers is set now, so a repeat meanwhile is still recognised.
+                self._save_state(route.key, job.name, decision.state)
+                self._later(decision.send_at, lambda a=alert, r=route: self._send_all(r, job, a, report))
+                continue
+            self._save_state(route.key, job.name, decision.state)
+            self._send_all(route, job, alert, report)
+
+    def _context(self, event: str, streak: Any, state: hygiene.AlertState) -> dict[str, Any]:
+        if event != "recovered" or not streak:
+            return {}
+        first = streak[-1]
+        started = datetime.fromisoformat(first["started_at"]) if first.get("started_at") else None
+        return {
+            "failed_runs": len(streak),
+            "broken_for_s": (self.clock.now() - started).total_seconds() if started else None,
+            "resolves_key": state.last_key,
+        }
+
+    def _later(self, when: datetime, send: Callable[[], None]) -> None:
+        delay = max(0.0, (when - self.clock.now()).total_seconds())
+        timer = threading.Timer(delay, lambda: self._submit(send))
+        timer.daemon = True
+        timer.start()
+
+    def _save_state(self, route: str, job: str, state: hygiene.AlertState) -> None:
+        self.history.set_alert_state(route, job, state.last_key, state.last_sent_at, state.suppressed)
+
+    def _send_all(self, route: Route, job: Job, alert: Alert, report: Mapping[str, Any]) -> None:
+        for name in route.rule.to:
+            channel = self.channels.get(name)
+            if channel is None:  # validate refuses this; a reload race at most
+                continue
+            result = self.send(channel, alert)
+            if result is not None:
+                self._record(report, job, result)
+
+    def send(self, channel: Channel, alert: Alert) -> DeliveryResult | None:
+        """One alert to one channel, in its native format; None when the channel has
+        nothing to say about this event (PagerDuty and `started`)."""
+        settings = channel.settings
+        if channel.type == "slack":
+            return slack.send(alert, str(settings["url"]), self.deliverer, channel.name)
+        if channel.type == "teams":
+            return teams.send(alert, str(settings["url"]), self.deliverer, channel.name)
+        if channel.type == "webhook":
+            secret = settings.get("secret")
+            return webhook.send(
+                alert, str(settings["url"]), self.deliverer, secret and str(secret), channel.name
+            )
+        if channel.type == "pagerduty":
+            url = str(settings.get("url") or pagerduty.EVENTS_URL)
+            return pagerduty.send(alert, str(settings["routing_key"]), self.deliverer, url, channel.name)
+        if channel.type == "email":
+            smtp = email.SmtpSettings(
+                host=str(settings["host"]),
+                port=int(settings.get("port", 587)),  # type: ignore[call-overload]
+                sender=str(settings["from"]),
+                to=tuple(settings["to"]),  # type: ignore[arg-type]
+                starttls=bool(settings.get("starttls", True)),
+                username=settings.get("username"),  # type: ignore[arg-type]
+                password=settings.get("password"),  # type: ignore[arg-type]
+            )
+            return email.send(alert, smtp, self.deliverer, channel.name)
+        if channel.type == "sns":
+            if self._aws_clients is None:
+                raise ValueError("an sns channel needs AWS clients")
+            return sns.send(
+                alert, str(settings["topic_arn"]), self._aws_clients(channel), self.deliverer, channel.name
+            )
+        raise ValueError(f"unknown channel type {channel.type!r}")
+
+    def _record(self, report: Mapping[str, Any], job: Job, result: DeliveryResult | None) -> None:
+        if result is None:
+            return
+        if not result.ok:
+            log.error("alert %s for %s not delivered: %s", result.event, job.name, result.error)
+        try:
+            self.history.record_delivery(
+                run_id=report.get("run_id"),
+                job=job.name,
+                channel=result.channel,
+                event=result.event,
+                status=result.status,
+                attempts=result.attempts,
+                error=result.error,
+                at=self.clock.now(),
+            )
+        except Exception as exc:  # a full disk: the delivery happened, its row waits in the log
+            log.error("alert %s for %s: delivery not recorded in history: %s", result.event, job.name, exc)
+
+
+def sample_report(job: str, now: datetime) -> dict[str, Any]:
+    """What `notify test CHANNEL` sends: a failed run of `job` that names one failed test."""
+    return {
+        "job": job,
+        "run_id": f"{job}-test-{now:%Y%m%dT%H%M%SZ}",
+        "outcome": "failed",
+        "trigger": "manual",
+        "triggered_by": "notify test",
+        "started_at": now.isoformat(),
+        "duration_s": 1.0,
+        "reason": "a sample alert from `scheduler.py notify test`: nothing actually ran",
+        "counts": {"error": 1, "skipped": 1},
+        "nodes": [
+            {
+                "unique_id": "test.example.not_null_orders_id",
+                "name": "not_null_orders_id",
+                "resource_type": "test",
+                "status": "fail",
+                "message": "Got 3 results, configured to fail if != 0",
+                "failures": 3,
+            },
+            {
+                "unique_id": "model.example.orders_summary",
+                "name": "orders_summary",
+                "resource_type": "model",
+                "status": "skipped",
+                "skipped_because": ["test.example.not_null_orders_id"],
+            },
+        ],
+    }

@@ -1,0 +1,187 @@
+"""The notifier: events from run ends, rules and `notify:` routing, hygiene kept in history,
+delivery on its own thread, every delivery recorded. Real HTTP stand-ins, real SQLite."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from lib.config import parse_config
+from lib.history import History
+from lib.models import RunOutcome, RunRecord, RunStatus, TriggerKind
+from lib.notify.dispatcher import Notifier, run_event
+from lib.secrets import SecretMasker
+from tests.fakes import FakeClock
+from tests.notify_helpers import SECRET, HttpStandIn, deliverer, failing_manifest, failing_report, stand_in
+
+__all__ = ["stand_in"]  # the fixture, imported for pytest
+
+T0 = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)
+
+
+def config(tmp_path: Path, url: str, rules: str = "", notify: str = "", heartbeat: str = "") -> Any:
+    project = tmp_path / "proj"
+    project.mkdir(exist_ok=True)
+    (project / "dbt_project.yml").write_text("name: p\n")
+    import yaml
+
+    data = yaml.safe_load(
+        f"""
+notifications:
+  channels:
+    chat: {{type: slack, url: "${{SLACK_URL}}"}}
+    hook: {{type: webhook, url: "{url}/hook", secret: "${{HOOK_SECRET}}"}}
+  rules:
+{rules or "    - {on: [failed, recovered], to: [chat, hook]}"}
+jobs:
+  nightly:
+    every: day at 02:00
+    project_dir: {project}
+    {notify}
+    {heartbeat}
+"""
+    )
+    return parse_config(
+        data, base_dir=tmp_path, environ={"SLACK_URL": f"{url}/slack", "HOOK_SECRET": "whsec_" + "a2V5" * 8}
+    )
+
+
+def notifier(tmp_path: Path, cfg: Any, clock: FakeClock) -> tuple[Notifier, History]:
+    history = History(tmp_path / "history.db")
+    masker = SecretMasker([SECRET, *cfg.notifications.secret_values])
+    return (
+        Notifier(
+            channels=cfg.notifications.channels,
+            rules=cfg.notifications.rules,
+            jobs=cfg.jobs,
+            history=history,
+            mask=masker,
+            clock=clock,
+            deliverer=deliverer(clock),
+        ),
+        history,
+    )
+
+
+def finish(history: History, notifier_: Notifier, cfg: Any, run_id: str, minutes: int, report: dict) -> None:
+    """Store the run as the execution path does, then hand its report to the notifier."""
+    status = RunStatus(report["outcome"])
+    start = T0 + timedelta(minutes=minutes)
+    history.finish(
+        RunRecord(
+            "nightly", run_id, TriggerKind.SCHEDULE, RunOutcome(status), start, start + timedelta(seconds=5)
+        )
+    )
+    notifier_.submit_finished(cfg.jobs["nightly"], {**report, "run_id": run_id}, failing_manifest())
+    notifier_.wait_idle()
+
+
+def paths(server: HttpStandIn) -> list[str]:
+    return [request.path for request in server.requests]
+
+
+def test_failure_repeat_other_failure_and_recovery(stand_in: HttpStandIn, tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    cfg = config(tmp_path, stand_in.url)
+    notify, history = notifier(tmp_path, cfg, clock)
+    finish(history, notify, cfg, "r1", 0, failing_report())
+    assert paths(stand_in) == ["/slack", "/hook"]
+    hook = stand_in.requests[1]
+    assert hook.json()["event"] == "failed" and hook.json()["consecutive_failures"] == 1
+    assert hook.headers["webhook-signature"].startswith("v1,")
+    assert SECRET not in b"".join(r.body for r in stand_in.requests).decode()
+
+    # The same failing nodes again within repeat_every: held back, counted.
+    clock.advance(3600)
+    finish(history, notify, cfg, "r2", 60, failing_report())
+    assert paths(stand_in) == ["/slack", "/hook"]
+
+    # The run recovers: `recovered` goes out at once, naming how many runs failed.
+    clock.advance(3600)
+    finish(history, notify, cfg, "r3", 120, failing_report(outcome="succeeded", nodes=[]))
+    assert paths(stand_in) == ["/slack", "/hook", "/slack", "/hook"]
+    recovered = stand_in.requests[3].json()
+    assert recovered["event"] == "recovered"
+    # And a failure after the recovery is news again, even with the same nodes.
+    finish(history, notify, cfg, "r4", 180, failing_report())
+    assert len(stand_in.requests) == 6
+
+    rows = history.deliveries(job="nightly")
+    assert [(r["channel"], r["event"], r["status"]) for r in rows][:2] == [
+        ("hook", "failed", "delivered"),
+        ("chat", "failed", "delivered"),
+    ]
+    assert {r["run_id"] for r in rows} == {"r1", "r3", "r4"}
+    notify.close(5)
+
+
+def test_after_n_alerts_from_the_nth_failure_in_a_row(stand_in: HttpStandIn, tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    cfg = config(tmp_path, stand_in.url, rules="    - {on: [failed], to: [chat], after: 2}")
+    notify, history = notifier(tmp_path, cfg, clock)
+    finish(history, notify, cfg, "r1", 0, failing_report())
+    assert stand_in.requests == []
+    finish(history, notify, cfg, "r2", 60, failing_report())
+    assert paths(stand_in) == ["/slack"]
+    notify.close(5)
+
+
+def test_a_jobs_notify_is_a_rule_of_its_own_with_the_default_events(
+    stand_in: HttpStandIn, tmp_path: Path
+) -> None:
+    clock = FakeClock(T0)
+    cfg = config(tmp_path, stand_in.url, rules="    []", notify="notify: [hook]")
+    notify, history = notifier(tmp_path, cfg, clock)
+    finish(history, notify, cfg, "r1", 0, failing_report(outcome="succeeded", nodes=[]))
+    assert stand_in.requests == []  # succeeded is not a default event
+    finish(history, notify, cfg, "r2", 60, failing_report(outcome="timed_out"))
+    assert paths(stand_in) == ["/hook"] and stand_in.requests[0].json()["event"] == "timed_out"
+    notify.close(5)
+
+
+def test_a_job_heartbeat_pings_start_and_end(stand_in: HttpStandIn, tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    cfg = config(tmp_path, stand_in.url, rules="    []", heartbeat=f"heartbeat: {stand_in.url}/ping/abc")
+    notify, history = notifier(tmp_path, cfg, clock)
+    notify.submit_started(cfg.jobs["nightly"], {"job": "nightly", "run_id": "r1"})
+    finish(history, notify, cfg, "r1", 0, failing_report())
+    assert [p.split("?")[0] for p in paths(stand_in)] == ["/ping/abc/start", "/ping/abc/fail"]
+    assert all("rid=" in p for p in paths(stand_in))
+    notify.close(5)
+
+
+def test_a_dead_endpoint_never_holds_up_the_caller(stand_in: HttpStandIn, tmp_path: Path) -> None:
+    """submit_* only enqueue: the caller (a run's thread) returns while the endpoint
+    still holds the request; the delivery is recorded once it answers."""
+    release = threading.Event()
+    held = threading.Event()
+
+    def hold(received: Any) -> None:
+        held.set()
+        release.wait(10)
+        return None
+
+    stand_in.check = hold
+    clock = FakeClock(T0)
+    cfg = config(tmp_path, stand_in.url, rules="    - {on: [failed], to: [chat]}")
+    notify, history = notifier(tmp_path, cfg, clock)
+    history.finish(
+        RunRecord(
+            "nightly", "r1", TriggerKind.SCHEDULE, RunOutcome(RunStatus.FAILED), T0, T0 + timedelta(seconds=1)
+        )
+    )
+    notify.submit_finished(cfg.jobs["nightly"], failing_report(run_id="r1"), None)
+    assert held.wait(10)  # the worker is inside the request…
+    assert history.deliveries(run_id="r1") == []  # …and the caller already went on
+    release.set()
+    notify.wait_idle()
+    assert [r["status"] for r in history.deliveries(run_id="r1")] == ["delivered"]
+    notify.close(5)
+
+
+def test_run_event_tells_warned_from_succeeded() -> None:
+    assert run_event({"outcome": "succeeded", "nodes": [{"status": "warn"}]}) == "warned"
+    assert run_event({"outcome": "succeeded", "nodes": [{"status": "pass"}]}) == "succeeded"
+    assert run_event({"outcome": "error"}) == "failed"
