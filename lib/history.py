@@ -479,6 +479,14 @@ class History:
                 streak.append(_row_to_dict(row))
         return streak
 
+    def last_success(self, job: str) -> datetime | None:
+        """When the job's latest successful run finished (for `deadline:`)."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT MAX(finished_at) FROM runs WHERE job = ? AND outcome = ?", (job, "succeeded")
+            ).fetchone()
+        return datetime.fromisoformat(row[0]) if row and row[0] else None
+
     # ------------------------------------------------------------------ alerts (lib/notify/dispatcher.py)
 
     def record_delivery(

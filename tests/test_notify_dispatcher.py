@@ -185,3 +185,28 @@ def test_run_event_tells_warned_from_succeeded() -> None:
     assert run_event({"outcome": "succeeded", "nodes": [{"status": "warn"}]}) == "warned"
     assert run_event({"outcome": "succeeded", "nodes": [{"status": "pass"}]}) == "succeeded"
     assert run_event({"outcome": "error"}) == "failed"
+
+
+def test_a_missed_deadline_sends_late_once_per_fire_time(stand_in: HttpStandIn, tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    cfg = config(tmp_path, stand_in.url, rules="    - {on: [late], to: [hook]}", notify='deadline: "07:00"')
+    notify, history = notifier(tmp_path, cfg, clock)
+    job = cfg.jobs["nightly"]  # every day at 02:00 UTC, deadline 07:00 UTC
+    history.finish(  # yesterday's run succeeded in time, today's did not run
+        RunRecord(
+            "nightly",
+            "r0",
+            TriggerKind.SCHEDULE,
+            RunOutcome(RunStatus.SUCCEEDED),
+            datetime(2026, 12, 1, 2, 0, tzinfo=UTC),
+            datetime(2026, 12, 1, 2, 5, tzinfo=UTC),
+        )
+    )
+    assert notify.check_deadlines(datetime(2026, 12, 2, 6, 59, tzinfo=UTC)) == []  # yesterday's was met
+    assert notify.check_deadlines(datetime(2026, 12, 2, 7, 0, tzinfo=UTC)) == ["nightly"]
+    assert notify.check_deadlines(datetime(2026, 12, 2, 7, 1, tzinfo=UTC)) == []  # said once
+    notify.wait_idle()
+    [late] = stand_in.requests
+    body = late.json()
+    assert body["event"] == "late" and body["job"] == job.name and "07:00" in body["reason"]
+    notify.close(5)

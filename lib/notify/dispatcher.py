@@ -29,10 +29,13 @@ from lib.config.notify_checks import matches
 from lib.models import AlertRule, Channel, Job
 from lib.notify import hygiene
 from lib.notify.channels import email, healthchecks, pagerduty, slack, sns, teams, webhook
+from lib.notify.deadlines import late_fire_time
 from lib.notify.delivery import Deliverer, DeliveryResult
 from lib.notify.message import FAILURE_EVENTS, Alert, build_alert
 
 log = logging.getLogger("dbt_scheduler")
+# The alert_state row that remembers, per job, the fire time last reported `late`.
+DEADLINE_STATE = "deadline"
 
 # A run's outcome → the event it makes (a scheduler crash is a failure to its readers).
 OUTCOME_EVENTS = {
@@ -176,6 +179,28 @@ class Notifier:
             "scheduled_for": fire_time.isoformat(),
         }
         self._submit(lambda: self._deliver(job, "late", report, None, ()))
+
+    def check_deadlines(self, now: datetime) -> list[str]:
+        """Submits `late` for each enabled job past its `deadline:` with no success since
+        the fire time it guards, once per fire time (remembered in history, so a restart
+        does not say it again); returns the jobs found late now."""
+        late: list[str] = []
+        for job in self.jobs.values():
+            if job.deadline is None or not job.enabled:
+                continue
+            found = late_fire_time(
+                job.trigger, job.deadline, job.timezone, now, self.history.last_success(job.name)
+            )
+            if found is None:
+                continue
+            fire, due_by = found
+            said = self.history.alert_state(DEADLINE_STATE, job.name) or {}
+            if said.get("last_key") == fire.isoformat():
+                continue
+            self.history.set_alert_state(DEADLINE_STATE, job.name, fire.isoformat(), now, 0)
+            self.submit_late(job, fire, due_by)
+            late.append(job.name)
+        return late
 
     # ------------------------------------------------------------------ routing and delivery
 
