@@ -160,7 +160,7 @@ def parse_config(
             jobs[job.name] = job
 
     notifications = top["notifications"] or Notifications()
-    _check_channel_references(notifications, jobs, issues)
+    _check_channel_references(data, notifications, defaults, issues)
     if issues.items:
         raise ConfigError(issues.items)
     notifications = replace(notifications, secret_values=tuple(sorted(memo.secret_values)))
@@ -306,21 +306,41 @@ def _trigger(
     return trigger if valid_zone else None
 
 
-def _check_channel_references(notifications: Notifications, jobs: Mapping[str, Job], issues: Issues) -> None:
-    """Every channel a rule or a job's `notify` names is defined in notifications.channels."""
-    known = notifications.channels
+def _written_channels(data: Mapping[str, Any]) -> set[str]:
+    """The channel names jobs.yaml defines, valid or not (a bad one is reported at its place)."""
+    section = data.get("notifications")
+    channels = section.get("channels") if isinstance(section, dict) else None
+    return {str(name) for name in channels} if isinstance(channels, dict) else set()
 
-    def check(path: str, names: tuple[str, ...]) -> None:
-        for i, name in enumerate(names):
-            if name not in known:
+
+def _check_channel_references(
+    data: Mapping[str, Any], notifications: Notifications, defaults: dict, issues: Issues
+) -> None:
+    """Every channel a rule's `to` or a job's `notify` names is defined in
+    notifications.channels. Read from the file as written, so a rule or job that is
+    invalid for another reason still has its references checked, at their own index;
+    a channel written but invalid is reported once, where it is written."""
+    known = _written_channels(data) | set(notifications.channels)
+
+    def check(path: str, names: Any) -> None:
+        for i, name in enumerate(
+            [names] if isinstance(names, str) else names if isinstance(names, list) else []
+        ):
+            if isinstance(name, str) and name not in known:
                 hint = did_you_mean(name, known) or ""
                 defined = ", ".join(sorted(known)) or "none: add them under notifications.channels"
                 issues.add(f"{path}[{i}]", f"no channel named {name!r}{hint} (channels: {defined})")
 
-    for i, rule in enumerate(notifications.rules):
-        check(f"notifications.rules[{i}].to", rule.to)
-    for job in jobs.values():
-        check(f"jobs.{job.name}.notify", job.notify)
+    section = data.get("notifications")
+    rules = section.get("rules") if isinstance(section, dict) else None
+    for i, rule in enumerate(rules if isinstance(rules, list) else []):
+        if isinstance(rule, dict):
+            check(f"notifications.rules[{i}].to", rule.get("to"))
+    jobs = data.get("jobs")
+    for name, raw in jobs.items() if isinstance(jobs, dict) else ():
+        if isinstance(raw, dict):
+            where = f"jobs.{name}.notify" if "notify" in raw else "defaults.notify"
+            check(where, _merge(defaults, raw).get("notify"))
 
 
 def _check_runner_needs(job: Job, aws: AwsSettings | None, issues: Issues) -> None:

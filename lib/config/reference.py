@@ -21,10 +21,30 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lib.config.keys import AWS, DOCKER, JOB, RETENTION, TOP_LEVEL, Key, Section
+from lib.config.keys import (
+    AWS,
+    CHANNEL_TYPES,
+    DOCKER,
+    JOB,
+    NOTIFICATIONS,
+    RETENTION,
+    RULE,
+    TOP_LEVEL,
+    Key,
+    Section,
+)
 
 # The tables README.md carries, in the order they appear there.
-TABLES: tuple[Section, ...] = (TOP_LEVEL, JOB, RETENTION, AWS, DOCKER)
+TABLES: tuple[Section, ...] = (
+    TOP_LEVEL,
+    JOB,
+    RETENTION,
+    AWS,
+    DOCKER,
+    NOTIFICATIONS,
+    RULE,
+    *CHANNEL_TYPES.values(),
+)
 _BLOCK = re.compile(
     r"<!-- BEGIN generated: (?P<title>[^(]+?) \([^)]*\) -->\n"
     r"(?P<body>.*?)"
