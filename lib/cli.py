@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         "whoever provisions; both (default) with a heading each; then exit",
     )
     sub.add_parser("schema", help="print the JSON Schema of jobs.yaml (draft 2020-12; also jobs.schema.json)")
+    notify = sub.add_parser("notify", help="alerts: `notify test CHANNEL` sends a sample message")
+    notify_sub = notify.add_subparsers(dest="notify_command", metavar="ACTION")
+    notify_sub.required = True
+    notify_test = notify_sub.add_parser(
+        "test", help="send a sample failure alert to CHANNEL; exit 1 with its error"
+    )
+    notify_test.add_argument("channel")
     logs = sub.add_parser("logs", help="print a run's log (the latest run by default)")
     logs.add_argument("job")
     logs.add_argument("--run", help="run id (see `history`)")
@@ -554,8 +561,42 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_notify(args: argparse.Namespace) -> int:
+    """`notify test CHANNEL`: one sample alert, delivered now (retries included); exit 0
+    when the channel took it, 1 with the channel's error, 2 for an unknown channel."""
+    from lib.config import load_config
+    from lib.notify.dispatcher import build_notifier, sample_report
+    from lib.notify.message import build_alert
+    from lib.secrets import SecretMasker
+
+    config = load_config(_config_path(args))
+    channels = config.notifications.channels
+    channel = channels.get(args.channel)
+    if channel is None:
+        from lib.config.checks import did_you_mean
+
+        known = ", ".join(sorted(channels)) or "none"
+        raise SchedulerError(
+            f"no channel named {args.channel!r}{did_you_mean(args.channel, channels)} (channels: {known})"
+        )
+    masker = SecretMasker(config.notifications.secret_values)
+    notifier = build_notifier(config, history=None, mask=masker)
+    job = next(iter(config.jobs), "example")
+    alert = build_alert("failed", sample_report(job, notifier.clock.now()), mask=masker)
+    result = notifier.send(channel, alert)
+    if result is None:
+        print(f"{channel.name} ({channel.type}): nothing to send for a sample failure")
+        return EXIT_OK
+    if result.ok:
+        print(f"{channel.name} ({channel.type}): delivered ({result.attempts} attempt(s))")
+        return EXIT_OK
+    print(f"error: {result.error}", file=sys.stderr)
+    return EXIT_JOB_FAILED
+
+
 COMMANDS = {
     "bootstrap": cmd_bootstrap,
+    "notify": cmd_notify,
     "schema": cmd_schema,
     "run": cmd_run,
     "run-now": cmd_run_now,

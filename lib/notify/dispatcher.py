@@ -398,3 +398,41 @@ def sample_report(job: str, now: datetime) -> dict[str, Any]:
             },
         ],
     }
+
+
+def sns_clients(aws: Any) -> Callable[[Channel], Any]:
+    """AWS clients for an SNS channel: its own region and endpoint, else the `aws:` section's,
+    else the region in the topic's ARN (arn:aws:sns:<region>:…)."""
+    from lib.aws.clients import AwsClients
+    from lib.models import AwsSettings
+
+    cache: dict[tuple[str, str | None], AwsClients] = {}
+
+    def clients(channel: Channel) -> AwsClients:
+        settings = channel.settings
+        arn_region = (
+            str(settings["topic_arn"]).split(":")[3] if str(settings["topic_arn"]).count(":") >= 5 else ""
+        )
+        region = str(settings.get("region") or arn_region or (aws.region if aws else ""))
+        endpoint = settings.get("endpoint_url") or (aws.endpoint_url if aws else None)
+        key = (region, str(endpoint) if endpoint else None)
+        if key not in cache:
+            cache[key] = AwsClients(AwsSettings(region=region, endpoint_url=key[1]))
+        return cache[key]
+
+    return clients
+
+
+def build_notifier(
+    config: Any, history: Any, mask: Callable[[str], str], clock: Clock | None = None
+) -> Notifier:
+    """The notifier for a Config (`notifications:`, the jobs' `notify` and `heartbeat`)."""
+    return Notifier(
+        channels=config.notifications.channels,
+        rules=config.notifications.rules,
+        jobs=config.jobs,
+        history=history,
+        mask=mask,
+        clock=clock,
+        aws_clients=sns_clients(config.aws),
+    )
