@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +286,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     queue_line = _queue_line(app.config.state_dir, app.config.max_parallel, now)
     if queue_line:
         _console().print(queue_line, highlight=False)
+    if unread is None:
+        for failed in app.history.failed_deliveries(since=now - timedelta(days=1)):
+            print(
+                f"alert not delivered: {failed['event']} of {failed['job']} to {failed['channel']}"
+                f" at {failed['at'][:19].replace('T', ' ')} UTC after {failed['attempts']} attempt(s):"
+                f" {failed['error']}"
+            )
     return EXIT_OK
 
 
@@ -314,6 +321,9 @@ def cmd_history(args: argparse.Namespace) -> int:
         app.config.job(args.job)  # an unknown job is an error, not an empty list
     runs = app.history.runs(args.job, limit=args.limit)
     if args.json:
+        deliveries = app.history.deliveries_of([run["run_id"] for run in runs])
+        for run in runs:
+            run["deliveries"] = deliveries.get(run["run_id"], [])
         print(json.dumps(runs, indent=2))
         return EXIT_OK
     from rich.table import Table

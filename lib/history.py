@@ -527,6 +527,31 @@ class History:
         with self._connect() as conn:
             return [dict(row) for row in conn.execute(sql, params)]
 
+    def deliveries_of(self, run_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """run id → its deliveries, oldest first (for `history --json`)."""
+        if not run_ids:
+            return {}
+        marks = ", ".join("?" for _ in run_ids)
+        sql = (
+            "SELECT run_id, channel, event, status, attempts, error, at FROM deliveries"
+            f" WHERE run_id IN ({marks}) ORDER BY id"
+        )
+        found: dict[str, list[dict[str, Any]]] = {}
+        with self._connect() as conn:
+            for row in conn.execute(sql, list(run_ids)):
+                item = dict(row)
+                found.setdefault(item.pop("run_id"), []).append(item)
+        return found
+
+    def failed_deliveries(self, since: datetime, limit: int = 5) -> list[dict[str, Any]]:
+        """The latest deliveries that failed for good since `since`, newest first (for `status`)."""
+        sql = (
+            "SELECT run_id, job, channel, event, attempts, error, at FROM deliveries"
+            " WHERE status = 'failed' AND at >= ? ORDER BY id DESC LIMIT ?"
+        )
+        with self._connect() as conn:
+            return [dict(row) for row in conn.execute(sql, (_iso(since), limit))]
+
     def alert_state(self, rule: str, job: str) -> dict[str, Any] | None:
         with self._connect() as conn:
             row = conn.execute(

@@ -59,3 +59,38 @@ def test_an_unknown_channel_exits_2_with_did_you_mean(stand_in: HttpStandIn, tmp
     assert done.returncode == 2
     assert "no channel named 'caht': did you mean 'chat'?" in done.stderr
     assert stand_in.requests == []
+
+
+def test_history_json_and_status_show_the_deliveries(tmp_path: Path, stand_in: HttpStandIn) -> None:
+    from datetime import UTC, datetime
+
+    from lib.history import History
+    from lib.models import RunOutcome, RunRecord, RunStatus, TriggerKind
+
+    run(tmp_path, "validate", url=stand_in.url)  # writes jobs.yaml
+    history = History(tmp_path / "state" / "history.db")
+    now = datetime.now(UTC)
+    history.finish(RunRecord("nightly", "r1", TriggerKind.SCHEDULE, RunOutcome(RunStatus.FAILED), now, now))
+    for status, error in (("delivered", None), ("failed", "chat: HTTP 500 from the endpoint")):
+        history.record_delivery(
+            run_id="r1",
+            job="nightly",
+            channel="chat",
+            event="failed",
+            status=status,
+            attempts=4,
+            error=error,
+            at=now,
+        )
+    done = run(tmp_path, "history", "nightly", "--json", url=stand_in.url)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    [row] = json.loads(done.stdout)
+    assert [(d["channel"], d["status"]) for d in row["deliveries"]] == [
+        ("chat", "delivered"),
+        ("chat", "failed"),
+    ]
+    status = run(tmp_path, "status", url=stand_in.url)
+    assert "alert not delivered: failed of nightly to chat" in status.stdout
+    assert "HTTP 500 from the endpoint" in status.stdout
