@@ -85,7 +85,7 @@ def test_failure_repeat_and_recovery_reach_slack_and_the_webhook(
     assert third.returncode == 0, third.stderr
     recovered = Webhook(SECRET).verify(stand_in.requests[3].body, stand_in.requests[3].headers)
     assert recovered["event"] == "recovered"
-    assert "2 failed run" in json.dumps(stand_in.requests[2].json())  # Slack says how many failed
+    assert "*Failed runs*\\n2" in json.dumps(stand_in.requests[2].json())  # Slack says how many failed
 
     history = subprocess.run(
         [sys.executable, "scheduler.py", "--config", str(config), "history", "shop", "--json"],
