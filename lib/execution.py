@@ -515,7 +515,8 @@ class RunService:
         ]
         return steps
 
-    def _chain(self, execution: Execution) -> Next:
+    def chain(self, execution: Execution) -> Next:
+        """`steps(execution)` around the runner: call it with `execution` to run it."""
         return build_chain(self.steps(execution), RunJob(self.runners, self.history, self.state_dir))
 
     def skip(self, request: RunRequest, reason: str) -> RunRecord:
@@ -533,7 +534,7 @@ class RunService:
         execution = Execution(
             request, self.clock, self.masker_for(request.job), on_line, cancel or CancelToken()
         )
-        return self._chain(execution)(execution)
+        return self.chain(execution)(execution)
 
     def reattach(
         self,
@@ -556,7 +557,7 @@ class RunService:
             cancel or CancelToken(),
             reattach_to=(external_id, started_at),
         )
-        return self._chain(execution)(execution)
+        return self.chain(execution)(execution)
 
     def retry_pending(self) -> int:
         """Write the history rows and reports that could not be written before (lib/outbox.py)."""
