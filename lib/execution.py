@@ -498,7 +498,8 @@ class RunService:
         if self.listeners:
             steps.append(TellListeners(tuple(self.listeners)))
         # planned (issue 9): the notify step goes here, built from jobs.yaml's notify
-        # settings (lib/notify/) and absent without them: after the end is recorded.
+        # settings (lib/notify/) and absent without them; outside RecordEnd, it acts
+        # once the end is recorded.
         steps.append(RecordEnd(self.history, self.outbox, self.state_dir))
         if not runs:
             return steps
@@ -506,11 +507,12 @@ class RunService:
             steps.append(JobLock(self.state_dir))
         if execution.reattach_to is None:
             steps.append(start_unless_cancelled)
+        # On the way back the innermost acts first: masked, then the SQL kept, then reported.
         steps += [
             RunFolder(self.state_dir),
             RecordStart(self.history, self.state_dir),
             WriteReports(self.outbox, self.state_dir),
-            keep_compiled_sql_of_nodes,  # before the report, which links the kept files
+            keep_compiled_sql_of_nodes,  # kept before the report, which links the files
             mask_secrets,  # innermost: nothing on the way back reads an unmasked outcome
         ]
         return steps
