@@ -17,6 +17,7 @@ from lib.config import Config, load_config
 from lib.execution import RunService
 from lib.history import History
 from lib.runners.base import Runner
+from lib.secrets import SecretMasker
 
 CONFIG_ENV = "DBT_SCHEDULER_CONFIG"
 RUN_COMMANDS_ENV = "DBT_SCHEDULER_RUN_COMMANDS"
@@ -71,6 +72,10 @@ def build_app(
     clock = clock or SystemClock()
     base_env = dict(os.environ if base_env is None else base_env)
     history = History(config.state_dir / "history.db")
+    from lib.notify.dispatcher import build_notifier
+
+    extra_secrets = config.notifications.secret_values
+    notifier = build_notifier(config, history, mask=SecretMasker(extra_secrets), clock=clock)
     service = RunService(
         state_dir=config.state_dir,
         runners=runners if runners is not None else default_runners(config, base_env),
@@ -78,5 +83,7 @@ def build_app(
         clock=clock,
         base_env=base_env,
         aws_env_file=config.aws.env_file if config.aws is not None else None,
+        notifier=notifier,
+        extra_secrets=extra_secrets,
     )
     return App(config=config, clock=clock, history=history, service=service)

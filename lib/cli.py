@@ -31,6 +31,8 @@ EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE = 0, 1, 2
 # The machine refused (state_dir full or read-only): distinct from a config error, so
 # systemd's Restart=on-failure tries again (space may come back) while exit 2 it does not.
 EXIT_ENVIRONMENT = 3
+# How long run-now waits, after its run, for the run's alerts to be delivered.
+RUN_NOW_NOTIFY_S = 60.0
 log = logging.getLogger("dbt_scheduler")
 
 
@@ -410,6 +412,10 @@ def cmd_run_now(args: argparse.Namespace) -> int:
             break
         time.sleep(1)
         app.service.retry_pending()
+    if app.service.notifier is not None:
+        # No daemon goes on after us: the run's alerts go out now, each bounded by its
+        # channel's timeouts and retries, all of them by RUN_NOW_NOTIFY_S.
+        app.service.notifier.close(RUN_NOW_NOTIFY_S)
     lost = app.service.outbox.give_up()
     if lost:
         where = app.config.state_dir
@@ -450,10 +456,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
 
     app.service.listeners.append(on_record)
+    heartbeat = None
+    if app.config.heartbeat is not None:
+        from lib.notify.delivery import Deliverer
+        from lib.notify.heartbeat import HeartbeatPinger
+        from lib.secrets import SecretMasker
+
+        masker = SecretMasker(app.config.notifications.secret_values)
+        heartbeat = HeartbeatPinger(app.config.heartbeat, Deliverer(mask=masker, clock=app.clock), app.clock)
     daemon = Daemon(
         app.config,
         app.service,
         app.clock,
+        heartbeat=heartbeat,
         reload_config=lambda: load_config(path),
         on_line=on_line,
         # On SIGHUP the runners are rebuilt the way build_app built them, when their

@@ -51,12 +51,14 @@ from lib.execution import RunService
 from lib.history import History
 from lib.locks import daemon_lock, job_lock
 from lib.models import Job, RunRecord, RunRequest, TriggerKind
+from lib.notify.heartbeat import HeartbeatPinger
 from lib.orphans import ORPHAN_CONTAINER, ORPHAN_GONE, Fate, Liveness, fate, stop_orphan
 from lib.policies import Decision, decide_due, decide_queued, initial_next_fire, overlap_blocks
 from lib.queue_state import QueuedEntry, publish
 from lib.retention import prune_and_log
 from lib.runners.base import CancelToken, Runner
 from lib.runners.local import STOP_SEQUENCE
+from lib.secrets import SecretMasker
 
 log = logging.getLogger("dbt_scheduler")
 
@@ -96,6 +98,9 @@ class _Queued:
 MAX_SLEEP = 60.0
 # How often writes state_dir refused (lib/outbox.py) are retried while some are pending.
 PENDING_RETRY = 5.0
+# At shutdown, how long queued alerts get to go out (systemd's stop timeout is shared
+# with the runs' shutdown_grace).
+NOTIFY_DRAIN_S = 10.0
 
 
 def _thread_pool(workers: int) -> Executor:
@@ -113,6 +118,7 @@ class Daemon:
         on_line: Callable[[RunRequest, str], None] | None = None,
         runner_factory: Callable[[Config], Mapping[str, Runner]] | None = None,
         spawn: Spawn = _thread,
+        heartbeat: HeartbeatPinger | None = None,
     ) -> None:
         self.config = config
         self.service = service
@@ -142,6 +148,8 @@ class Daemon:
         self._slots = config.max_parallel
         self.spawn = spawn
         self._housekeeper: Joinable | None = None
+        # The top-level `heartbeat:` pinger (lib/notify/heartbeat.py), on its own thread.
+        self.heartbeat = heartbeat
 
     @property
     def history(self) -> History:
@@ -222,6 +230,8 @@ class Daemon:
             self._executor.submit(self._run, request, token, (external_id, started_at))
         self._plan(self.config.jobs.values(), now)
         self._housekeeping(now)
+        if self.heartbeat is not None:
+            self.heartbeat.start()
         log.info(
             "dbt-scheduler started: %d job(s), state_dir %s, max_parallel %d",
             len(self.config.jobs),
@@ -339,6 +349,7 @@ class Daemon:
                 now = self.clock.now()
                 self.service.retry_pending()  # rows and reports a full disk refused (lib/outbox.py)
                 self.dispatch(self.tick(now))
+                self._check_deadlines(now)
                 self._housekeeping(now)
                 if until is not None and now >= until:
                     break
@@ -566,6 +577,16 @@ class Daemon:
     HOUSEKEEPING_EVERY = timedelta(days=1)
     _housekept_at: datetime | None = None  # when the last prune was started
 
+    def _check_deadlines(self, now: datetime) -> None:
+        """`late` for jobs past their `deadline:` (the loop looks at least once a minute)."""
+        notifier = self.service.notifier
+        if notifier is None or not notifier.routes:
+            return
+        try:
+            notifier.check_deadlines(now)
+        except Exception as exc:  # a history it cannot read now: it looks again next time
+            log.error("deadlines: could not check: %s", exc)
+
     def _housekeeping(self, now: datetime) -> None:
         """Apply `retention:` (lib/retention.py) at start, then once a day.
 
@@ -626,6 +647,9 @@ class Daemon:
             self.service.runners = runners
             log.info("reload: runner settings changed, runners rebuilt (%s)", ", ".join(sorted(runners)))
         self.config = new
+        if self.service.notifier is not None:
+            self.service.extra_secrets = new.notifications.secret_values
+            self.service.notifier.reconfigure(new, SecretMasker(new.notifications.secret_values))
         self.next_fire = {}
         self._plan(new.jobs.values(), self.clock.now(), keep)
         log.info("reloaded %s: %d job(s)", new.path, len(new.jobs))
@@ -661,6 +685,10 @@ class Daemon:
         # plainly what is lost (the outbox is memory; the disk refused it).
         self.service.retry_pending()
         self.service.outbox.give_up()
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+        if self.service.notifier is not None:  # what the last runs said goes out, briefly
+            self.service.notifier.close(NOTIFY_DRAIN_S)
         self._lockfile.release()
         log.info("dbt-scheduler stopped")
 

@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lib.clock import Clock
 from lib.errors import RunDetached
@@ -43,11 +44,14 @@ from lib.locks import LockError, job_lock
 from lib.models import Job, RunOutcome, RunRecord, RunRequest, RunStatus, TriggerKind
 from lib.outbox import WRITE_ERRORS, Outbox
 from lib.report.compiled import keep_compiled_sql
-from lib.report.files import write_reports
+from lib.report.files import record_to_dict, write_reports
 from lib.run_env import EnvFileError, effective_commands, read_dotenv, read_env_file
 from lib.runners.base import CancelToken, RunContext, Runner
 from lib.secrets import SecretMasker, mask_artifacts
 from lib.statedir import write_problem
+
+if TYPE_CHECKING:
+    from lib.notify.dispatcher import Notifier
 
 log = logging.getLogger("dbt_scheduler")
 
@@ -332,6 +336,59 @@ class RecordStart:
 
 
 @dataclass(frozen=True)
+class Notify:
+    """Step (alerts configured): once the run's end is recorded, its event goes to the
+    notifier (lib/notify/dispatcher.py), which routes and delivers it on its own thread:
+    handing it over costs the run nothing, and no alert can fail or slow it. The run's
+    manifest (for the owners of failed nodes) is read there too, not here."""
+
+    notifier: Notifier
+
+    def __call__(self, execution: Execution, next_: Next) -> RunRecord:
+        record = next_(execution)
+        if execution.keep_running:
+            return record
+        try:
+            manifest = record.run_dir / "manifest.json" if record.run_dir is not None else None
+            self.notifier.submit_finished(execution.job, record_to_dict(record), manifest)
+        except Exception as exc:  # an alert must never change what happened to the run
+            log.error("%s: could not hand run %s to the notifier: %s", record.job, record.run_id, exc)
+        return record
+
+
+@dataclass(frozen=True)
+class AnnounceStart:
+    """Step (alerts configured): `started` (and a job heartbeat's /start ping) once the
+    run's start is recorded."""
+
+    notifier: Notifier
+
+    def __call__(self, execution: Execution, next_: Next) -> RunRecord:
+        request = execution.request
+        started = execution.started_at or execution.clock.now()
+        try:
+            self.notifier.submit_started(
+                execution.job,
+                {
+                    "job": request.job.name,
+                    "run_id": request.run_id,
+                    "trigger": request.trigger.value,
+                    "triggered_by": request.triggered_by,
+                    "started_at": started.isoformat(),
+                    "target_override": request.target,
+                },
+            )
+        except Exception as exc:
+            log.error(
+                "%s: could not hand the start of run %s to the notifier: %s",
+                request.job.name,
+                request.run_id,
+                exc,
+            )
+        return next_(execution)
+
+
+@dataclass(frozen=True)
 class WriteReports:
     """Step: report.json and report.md in the run folder, from the record the steps inside
     return; a report the disk refuses waits in the outbox and is written once it can be."""
@@ -454,6 +511,11 @@ class RunService:
     aws_env_file: Path | None = None
     # History rows and reports state_dir could not take yet (full, read-only, locked).
     outbox: Outbox = field(default_factory=Outbox)
+    # Alerts (jobs.yaml `notifications:`, a job's notify/heartbeat); None: none configured.
+    notifier: Notifier | None = None
+    # Values that must be masked besides DBT_ENV_SECRET_*: what `${NAME}` brought into
+    # the notification settings (a webhook URL's token, a routing key).
+    extra_secrets: tuple[str, ...] = ()
 
     def new_request(
         self,
@@ -487,7 +549,7 @@ class RunService:
         from_aws: Mapping[str, str] = {}
         if job.runner == "ecs" and self.aws_env_file is not None:
             from_aws = read_dotenv(self.aws_env_file)
-        return SecretMasker.from_env(self.base_env, from_file, job.env, from_aws)
+        return SecretMasker.from_env(self.base_env, from_file, job.env, from_aws, also=self.extra_secrets)
 
     def steps(self, execution: Execution, *, runs: bool = True) -> list[Step]:
         """The one place the chain is assembled: the steps `execution` goes through,
@@ -497,9 +559,9 @@ class RunService:
         steps: list[Step] = []
         if self.listeners:
             steps.append(TellListeners(tuple(self.listeners)))
-        # planned (issue 9): the notify step goes here, built from jobs.yaml's notify
-        # settings (lib/notify/) and absent without them; outside RecordEnd, it acts
-        # once the end is recorded.
+        alerts = self.notifier is not None and self.notifier.configured
+        if alerts:  # outside RecordEnd: it acts once the end is recorded
+            steps.append(Notify(self.notifier))
         steps.append(RecordEnd(self.history, self.outbox, self.state_dir))
         if not runs:
             return steps
@@ -511,6 +573,7 @@ class RunService:
         steps += [
             RunFolder(self.state_dir),
             RecordStart(self.history, self.state_dir),
+            *([AnnounceStart(self.notifier)] if alerts else []),
             WriteReports(self.outbox, self.state_dir),
             keep_compiled_sql_of_nodes,  # kept before the report, which links the files
             mask_secrets,  # innermost: nothing on the way back reads an unmasked outcome

@@ -89,9 +89,11 @@ class SecretMasker:
         self._pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
 
     @classmethod
-    def from_env(cls, *envs: Mapping[str, str]) -> SecretMasker:
-        """A masker for every `DBT_ENV_SECRET_*` value found in the given environments."""
-        return cls(value for env in envs for name, value in env.items() if is_secret_name(name))
+    def from_env(cls, *envs: Mapping[str, str], also: Iterable[str] = ()) -> SecretMasker:
+        """A masker for every `DBT_ENV_SECRET_*` value found in the given environments,
+        and the values in `also` (secrets that do not come by name)."""
+        found = [value for env in envs for name, value in env.items() if is_secret_name(name)]
+        return cls([*found, *also])
 
     def mask(self, text: str) -> str:
         if not text:

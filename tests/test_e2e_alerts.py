@@ -27,7 +27,7 @@ SECRET = "whsec_" + "c2VjcmV0LWZvci10ZXN0cw=="
 pytestmark = pytest.mark.timeout(600)
 
 
-def run_now(config: Path, url: str) -> subprocess.CompletedProcess[str]:
+def run_now(config: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DBT_")}
     env.update(
         {
@@ -37,7 +37,7 @@ def run_now(config: Path, url: str) -> subprocess.CompletedProcess[str]:
         }
     )
     return subprocess.run(
-        [sys.executable, "scheduler.py", "--config", str(config), "run-now", "shop"],
+        [sys.executable, "scheduler.py", "--config", str(config), *(args or ("run-now", "shop"))],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -87,13 +87,8 @@ def test_failure_repeat_and_recovery_reach_slack_and_the_webhook(
     assert recovered["event"] == "recovered"
     assert "*Failed runs*\\n2" in json.dumps(stand_in.requests[2].json())  # Slack says how many failed
 
-    history = subprocess.run(
-        [sys.executable, "scheduler.py", "--config", str(config), "history", "shop", "--json"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    history = run_now(config, stand_in.url, "history", "shop", "--json")
+    assert history.returncode == 0, history.stderr
     rows = json.loads(history.stdout)
     assert [len(r["deliveries"]) for r in rows] == [2, 0, 2]
     # The Slack URL's token is a secret (it came from ${SLACK_URL}): in no output, no file.

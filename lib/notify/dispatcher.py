@@ -16,12 +16,14 @@ never failed by its alerts.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from lib.clock import Clock, SystemClock
@@ -113,6 +115,16 @@ class Notifier:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
+    def reconfigure(self, config: Any, mask: Callable[[str], str]) -> None:
+        """A reloaded jobs.yaml's channels, rules and jobs; what is queued goes out as it was."""
+        with self._lock:
+            self.channels = config.notifications.channels
+            self.routes = routes(config.notifications.rules, config.jobs)
+            self.jobs = config.jobs
+            self.mask = mask
+            self.deliverer.mask = mask
+            self._aws_clients = sns_clients(config.aws)
+
     @property
     def configured(self) -> bool:
         return bool(self.routes) or any(job.heartbeat for job in self.jobs.values())
@@ -164,11 +176,12 @@ class Notifier:
         self._submit(lambda: self._deliver(job, "started", dict(report), None, ()))
 
     def submit_finished(
-        self, job: Job, report: Mapping[str, Any], manifest: Mapping[str, Any] | None
+        self, job: Job, report: Mapping[str, Any], manifest: Mapping[str, Any] | Path | None
     ) -> None:
-        """The run's end: its event, and `recovered` when it ends a failing streak."""
+        """The run's end: its event, and `recovered` when it ends a failing streak. A
+        manifest given as a path is read on the worker (it can be megabytes)."""
         data = dict(report)
-        self._submit(lambda: self._finished(job, data, manifest))
+        self._submit(lambda: self._finished(job, data, _load_manifest(manifest)))
 
     def submit_late(self, job: Job, fire_time: datetime, deadline: datetime) -> None:
         report = {
@@ -366,6 +379,17 @@ class Notifier:
             )
         except Exception as exc:  # a full disk: the delivery happened, its row waits in the log
             log.error("alert %s for %s: delivery not recorded in history: %s", result.event, job.name, exc)
+
+
+def _load_manifest(manifest: Mapping[str, Any] | Path | None) -> Mapping[str, Any] | None:
+    if not isinstance(manifest, Path):
+        return manifest
+    try:
+        with manifest.open(encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None  # no manifest (the run failed before dbt wrote one): no owners named
+    return data if isinstance(data, dict) else None
 
 
 def sample_report(job: str, now: datetime) -> dict[str, Any]:
