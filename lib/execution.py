@@ -1,11 +1,27 @@
 """One run of one job, from request to recorded outcome — shared by `run-now` and the daemon.
 
-The steps wrap the runner like middlewares: take the job's lock (no overlap),
-record the start, run safely (a crash becomes an `error` outcome, never an
-exception that could kill the daemon), keep the compiled SQL of warned and failed
-nodes in the run folder, write report.json/report.md, record the end, then tell
-the listeners (console, later: notifiers). The run's `--target`/`--select`
-overrides and the commands it was given are recorded with it.
+A run goes down a chain of steps that wrap the runner like middlewares (Ofelia's):
+each step is called with the `Execution` and the rest of the chain, may act before
+and after the rest, and may answer on its own without calling it (a held lock: the
+run is skipped). `RunService.steps` assembles the chain, outermost first; a step
+whose setting is absent is left out:
+
+    TellListeners          the listeners (the console) hear of every recorded run
+    RecordEnd              the run's final history row, whatever the steps inside return
+    JobLock                `overlap: skip`: a run already going means this one is skipped
+    start_unless_cancelled the scheduler was stopping before the run started: skipped
+    RunFolder              <state_dir>/runs/<job>/<run_id>/, or the run fails to start
+    RecordStart            history's `running` row (and the start time)
+    WriteReports           report.json / report.md
+    keep_compiled_sql_of_nodes   the compiled SQL of warned and failed nodes, kept
+    mask_secrets           node messages, the reason and dbt's artifacts, masked
+    RunJob                 the end of the chain: the runner, run safely (a crash
+                           becomes an `error` outcome, never an exception that could
+                           kill the daemon)
+
+A run decided against (overlap, a missed fire time) goes through the first two only.
+The run's `--target`/`--select` overrides and the commands it was given are recorded
+with it.
 """
 
 from __future__ import annotations
@@ -15,8 +31,7 @@ import logging
 import os
 import sqlite3
 import traceback
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +67,376 @@ def new_run_id(now: datetime) -> str:
     """Sortable and unique: UTC time plus a short suffix, e.g. 20261127T060000Z-3f9a1c."""
     utc = now.astimezone(UTC)
     return f"{utc:%Y%m%dT%H%M%SZ}-{next(_RUN_SUFFIX) % 2**24:06x}"
+
+
+def run_folder(state_dir: Path, request: RunRequest) -> Path:
+    """Where a run keeps its log, artifacts and reports: <state_dir>/runs/<job>/<run_id>/."""
+    return state_dir / "runs" / request.job.name / request.run_id
+
+
+@dataclass
+class Execution:
+    """One run request on its way down the chain of steps and back: what the steps share.
+
+    Steps fill it in as the run gets that far (the lock's descriptor, the run folder,
+    the start time), so a record made part way says how far the run got: a run skipped
+    at the lock has no folder, one that failed to start has no start of its own.
+    """
+
+    request: RunRequest
+    clock: Clock
+    masker: SecretMasker = field(default_factory=SecretMasker)
+    on_line: Callable[[str], None] = lambda line: None
+    cancel: CancelToken = field(default_factory=CancelToken)
+    # (external id, start time) of a run a previous daemon started and this one follows.
+    reattach_to: tuple[str, datetime] | None = None
+    # Descriptors the run's process inherits (JobLock's: the lock outlives a killed daemon).
+    inherit_fds: tuple[int, ...] = ()
+    run_dir: Path | None = None  # set by RunFolder
+    started_at: datetime | None = None  # set by RecordStart
+    # Set when the run's history row must stay `running`: someone else (the next daemon,
+    # another one following it) records its end. RecordEnd and the listeners leave it.
+    keep_running: bool = False
+
+    @property
+    def job(self) -> Job:
+        return self.request.job
+
+    @property
+    def folder(self) -> Path:
+        """The run folder, for the steps inside RunFolder; asking before it is a wiring bug."""
+        if self.run_dir is None:
+            raise RuntimeError(f"{self.job.name}: a step needs the run folder, but RunFolder has not run")
+        return self.run_dir
+
+    def record(self, outcome: RunOutcome, started_at: datetime | None = None) -> RunRecord:
+        """The run's record as far as it got, finished now (started now when it never started)."""
+        now = self.clock.now()
+        request = self.request
+        return RunRecord(
+            job=request.job.name,
+            run_id=request.run_id,
+            trigger=request.trigger,
+            outcome=outcome,
+            started_at=started_at or self.started_at or now,
+            finished_at=now,
+            scheduled_for=request.scheduled_for,
+            triggered_by=request.triggered_by,
+            run_dir=self.run_dir,
+            target_override=request.target,
+            select_override=request.select,
+            commands=effective_commands(request.job, request.select),
+        )
+
+    def skipped(self, reason: str) -> RunRecord:
+        """The record of a run decided against before it started: no folder, no commands."""
+        now = self.clock.now()
+        request = self.request
+        return RunRecord(
+            job=request.job.name,
+            run_id=request.run_id,
+            trigger=request.trigger,
+            outcome=RunOutcome(RunStatus.SKIPPED, reason=reason),
+            started_at=now,
+            finished_at=now,
+            scheduled_for=request.scheduled_for,
+            triggered_by=request.triggered_by,
+            target_override=request.target,
+            select_override=request.select,
+        )
+
+
+# The rest of the chain, as a step sees it, and a step: call `next_` to go on, or
+# return a record of your own to stop the run there.
+Next = Callable[[Execution], RunRecord]
+Step = Callable[[Execution, Next], RunRecord]
+
+
+def build_chain(steps: Sequence[Step], last: Next) -> Next:
+    """`steps` wrapped around `last`, steps[0] outermost: calling the result calls
+    steps[0], whose `next_` is steps[1], …, whose `next_` is `last`."""
+    chain = last
+    for step in reversed(steps):
+        chain = _link(step, chain)
+    return chain
+
+
+def _link(step: Step, next_: Next) -> Next:
+    return lambda execution: step(execution, next_)
+
+
+@dataclass(frozen=True)
+class TellListeners:
+    """Step: every listener hears of the recorded run once its end is recorded; a failing
+    listener is logged and the others still hear. A run whose row stays `running` is not
+    told (it has not ended here)."""
+
+    listeners: tuple[Listener, ...]
+
+    def __call__(self, execution: Execution, next_: Next) -> RunRecord:
+        record = next_(execution)
+        if execution.keep_running:
+            return record
+        for listener in self.listeners:
+            try:
+                listener(record)
+            except Exception as exc:
+                log.error("%s: a run listener failed: %s", record.job, exc)
+        return record
+
+
+@dataclass(frozen=True)
+class RecordEnd:
+    """Step: history gets the run's final row, whatever the steps inside return — a skip,
+    a failure to start, an outcome. A row state_dir refuses (full, read-only, locked)
+    waits in the outbox until it takes it; any other history error is logged, and the
+    daemon goes on.
+
+    A run left going on purpose (the runner raised RunDetached: a stopping daemon leaves
+    its ECS task running) is not recorded: its row stays `running` with its external id,
+    and the next daemon follows it to its end.
+    """
+
+    history: History
+    outbox: Outbox
+    state_dir: Path
+
+    def __call__(self, execution: Execution, next_: Next) -> RunRecord:
+        try:
+            record = next_(execution)
+        except RunDetached as detached:
+            log.info(
+                "%s: run %s left running (%s); a restarted daemon re-attaches",
+                execution.job.name,
+                execution.request.run_id,
+                detached,
+            )
+            execution.keep_running = True
+            return execution.record(RunOutcome(RunStatus.CANCELLED, reason="detached"))
+        if execution.keep_running:
+            return record
+        try:
+            self.history.finish(record)
+        except WRITE_ERRORS as exc:  # the row waits in the outbox until state_dir takes it
+            log.error(
+                "%s: could not record run %s (%s) in history: %s (kept, recorded when it can be)",
+                record.job,
+                record.run_id,
+                record.outcome.status.value,
+                write_problem(self.state_dir, exc),
+            )
+            self.outbox.add(record, "history row", lambda: self.history.finish(record))
+        except Exception as exc:  # history is important, but the daemon must go on
+            log.error("%s: could not record run %s in history: %s", record.job, record.run_id, exc)
+        return record
+
+
+@dataclass(frozen=True)
+class JobLock:
+    """Step (`overlap: skip`): the rest of the chain runs holding the job's run lock.
+
+    A run finding the lock held is skipped, `previous run still running (<holder>);
+    overlap: skip`, and goes no further; one whose lock cannot be taken (a full disk)
+    is skipped saying so. A re-attached run finding the lock held is followed by
+    someone else (another daemon?): skipped and its row left to them. A local run's
+    process inherits the lock's descriptor, so the lock stays held while it lives,
+    even if we are killed.
+    """
+
+    state_dir: Path
+
+    def __call__(self, execution: Execution, next_: Next) -> RunRecord:
+        request = execution.request
+        reattach = execution.reattach_to
+        since = "reattached" if reattach is not None else f"since={execution.clock.now().isoformat()}"
+        lock = job_lock(self.state_dir, request.job.name)
+        try:
+            acquired = lock.try_acquire(f"pid={os.getpid()} run_id={request.run_id} {since}")
+        except LockError as exc:  # nothing ran
+            log.error("%s: %s: the run did not start", request.job.name, exc)
+            if reattach is not None:  # the row stays `running`: the next daemon tries again
+                execution.keep_running = True
+                return execution.record(RunOutcome(RunStatus.SKIPPED), started_at=reattach[1])
+            return execution.skipped(f"{exc}: the run did not start")
+        if not acquired:
+            busy = lock.holder() or "another process"
+            if reattach is not None:
+                log.warning("%s: run %s is followed by %s", request.job.name, request.run_id, busy)
+                execution.keep_running = True
+                return execution.record(RunOutcome(RunStatus.SKIPPED), started_at=reattach[1])
+            return execution.skipped(f"previous run still running ({busy}); overlap: skip")
+        try:
+            fd = lock.fileno()
+            if reattach is None and fd is not None:
+                execution.inherit_fds = (fd,)
+            return next_(execution)
+        finally:
+            lock.release()
+
+
+def start_unless_cancelled(execution: Execution, next_: Next) -> RunRecord:
+    """Step (new runs): a run whose cancel token is already set — the scheduler was
+    stopping while it waited — is skipped instead of started."""
+    if execution.cancel.cancelled:
+        return execution.skipped("the scheduler was stopping before the run started")
+    return next_(execution)
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Step: the run gets its folder; when state_dir cannot make it (full, read-only),
+    nothing can run: the run fails to start, saying why (also in state_dir's problem file)."""
+
+    state_dir: Path
+
+    def __call__(self, execution: Execution, next_: Next) -> RunRecord:
+        run_dir = run_folder(self.state_dir, execution.request)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            problem = write_problem(self.state_dir, exc)
+            log.error("%s: run %s did not start: %s", execution.job.name, execution.request.run_id, problem)
+            reason = f"could not create the run folder: {problem}"
+            return execution.record(RunOutcome(RunStatus.FAILED_TO_START, reason=reason))
+        execution.run_dir = run_dir
+        return next_(execution)
+
+
+@dataclass(frozen=True)
+class RecordStart:
+    """Step: history gets the run's `running` row, with the commands it was given. When the
+    row cannot be written the run still goes (RecordEnd's `finish` inserts it). A
+    re-attached run keeps the row and the start time a previous daemon recorded."""
+
+    history: History
+    state_dir: Path
+
+    def __call__(self, execution: Execution, next_: Next) -> RunRecord:
+        if execution.reattach_to is not None:
+            execution.started_at = execution.reattach_to[1]
+            return next_(execution)
+        request, job = execution.request, execution.job
+        execution.started_at = execution.clock.now()
+        try:
+            self.history.start(
+                request, execution.started_at, execution.folder, effective_commands(job, request.select)
+            )
+        except (OSError, sqlite3.Error) as exc:
+            log.error(
+                "%s: could not record the start of run %s: %s",
+                job.name,
+                request.run_id,
+                write_problem(self.state_dir, exc),
+            )
+        return next_(execution)
+
+
+@dataclass(frozen=True)
+class WriteReports:
+    """Step: report.json and report.md in the run folder, from the record the steps inside
+    return; a report the disk refuses waits in the outbox and is written once it can be."""
+
+    outbox: Outbox
+    state_dir: Path
+
+    def __call__(self, execution: Execution, next_: Next) -> RunRecord:
+        record = next_(execution)
+        run_dir, masker = execution.folder, execution.masker
+        try:
+            write_reports(record, run_dir, masker)
+        except OSError as exc:  # a full disk must not lose the report: written once it can be
+            log.error(
+                "%s: could not write the report of run %s: %s (kept, written when it can be)",
+                record.job,
+                record.run_id,
+                write_problem(self.state_dir, exc),
+            )
+            self.outbox.add(record, "report", lambda: write_reports(record, run_dir, masker))
+        return record
+
+
+def keep_compiled_sql_of_nodes(execution: Execution, next_: Next) -> RunRecord:
+    """Step: the compiled SQL of warned and failed nodes is kept in the run folder and
+    linked from their results — from the artifacts there, so it works for every runner,
+    after work/ is gone. Inside WriteReports, whose report links the kept files."""
+    record = next_(execution)
+    try:
+        nodes = keep_compiled_sql(execution.folder, record.outcome.nodes)
+    except OSError as exc:
+        log.error("%s: could not keep the compiled SQL in %s: %s", record.job, execution.folder, exc)
+        return record
+    return replace(record, outcome=replace(record.outcome, nodes=nodes))
+
+
+def mask_secrets(execution: Execution, next_: Next) -> RunRecord:
+    """Step: what the run brought back is masked before any other step reads it: the dbt
+    artifacts kept in the run folder, the reason and every node message."""
+    record = next_(execution)
+    masker = execution.masker
+    try:
+        # dbt masks DBT_ENV_SECRET_* in what it prints, not in what a node's message
+        # quotes (a database error echoing a value) nor in the artifacts it writes:
+        # mask the copies kept with the run before anything reads them again.
+        mask_artifacts(execution.folder, masker)
+    except OSError as exc:
+        log.error("%s: could not mask the dbt artifacts in %s: %s", record.job, execution.folder, exc)
+    outcome = _masked(record.outcome, masker)
+    return replace(record, outcome=outcome)
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """The end of the chain: the job's runner runs it, or follows a re-attached run to its end.
+
+    dbt-core's safe_run: a runner that raises becomes an `error` outcome (its traceback
+    masked, in the log), never an exception that could stop the daemon; a job whose
+    runner is not configured fails to start. Only RunDetached goes through (RecordEnd).
+    """
+
+    runners: Mapping[str, Runner]
+    history: History
+    state_dir: Path
+
+    def __call__(self, execution: Execution) -> RunRecord:
+        request, job = execution.request, execution.job
+        ctx = RunContext(
+            request=request,
+            run_dir=execution.folder,
+            clock=execution.clock,
+            masker=execution.masker,
+            on_line=execution.on_line,
+            cancel=execution.cancel,
+            cache_dir=self.state_dir / "cache" / job.name,
+            on_external_id=lambda ext, url: self.history.set_external_id(request.run_id, ext, url),
+            on_process=lambda pid: self._record_process(request, pid),
+            inherit_fds=execution.inherit_fds,
+        )
+        reattach = execution.reattach_to
+        return execution.record(self._safe_run(job, ctx, reattach[0] if reattach else None))
+
+    def _record_process(self, request: RunRequest, pid: int) -> None:
+        try:
+            self.history.set_process(request.run_id, pid=pid)
+        except Exception as exc:  # the run goes on; only a restart's orphan search loses it
+            log.error(
+                "%s: could not record run %s's pid in history: %s", request.job.name, request.run_id, exc
+            )
+
+    def _safe_run(self, job: Job, ctx: RunContext, reattach_to: str | None = None) -> RunOutcome:
+        runner = self.runners.get(job.runner)
+        if runner is None:
+            return RunOutcome(RunStatus.FAILED_TO_START, reason=f"no runner {job.runner!r} is configured")
+        try:
+            if reattach_to is not None:
+                return runner.reattach(ctx, reattach_to)  # type: ignore[attr-defined]
+            return runner.run(ctx)
+        except RunDetached:
+            raise
+        except Exception as exc:  # dbt-core's safe_run: a crash is a result, not the end of the daemon
+            detail = ctx.masker("".join(traceback.format_exception(exc)))
+            log.error("%s: the %s runner crashed:\n%s", job.name, job.runner, detail)
+            reason = ctx.masker(f"internal error in the {job.runner} runner: {type(exc).__name__}: {exc}")
+            return RunOutcome(RunStatus.ERROR, reason=reason)
 
 
 @dataclass
@@ -90,7 +475,7 @@ class RunService:
         )
 
     def run_dir(self, request: RunRequest) -> Path:
-        return self.state_dir / "runs" / request.job.name / request.run_id
+        return run_folder(self.state_dir, request)
 
     def masker_for(self, job: Job) -> SecretMasker:
         """Masks DBT_ENV_SECRET_* values from every source the run's environment is built from:
@@ -104,23 +489,42 @@ class RunService:
             from_aws = read_dotenv(self.aws_env_file)
         return SecretMasker.from_env(self.base_env, from_file, job.env, from_aws)
 
+    def steps(self, execution: Execution, *, runs: bool = True) -> list[Step]:
+        """The one place the chain is assembled: the steps `execution` goes through,
+        outermost first. Every run is recorded and told, one decided against (`runs=False`)
+        too; a run that goes on takes the lock, gets its folder and start row, and is
+        reported and masked on the way back. A step whose setting is absent is left out."""
+        steps: list[Step] = []
+        if self.listeners:
+            steps.append(TellListeners(tuple(self.listeners)))
+        # planned (issue 9): the notify step goes here, built from jobs.yaml's notify
+        # settings (lib/notify/) and absent without them; outside RecordEnd, it acts
+        # once the end is recorded.
+        steps.append(RecordEnd(self.history, self.outbox, self.state_dir))
+        if not runs:
+            return steps
+        if execution.job.overlap == "skip":
+            steps.append(JobLock(self.state_dir))
+        if execution.reattach_to is None:
+            steps.append(start_unless_cancelled)
+        # On the way back the innermost acts first: masked, then the SQL kept, then reported.
+        steps += [
+            RunFolder(self.state_dir),
+            RecordStart(self.history, self.state_dir),
+            WriteReports(self.outbox, self.state_dir),
+            keep_compiled_sql_of_nodes,  # kept before the report, which links the files
+            mask_secrets,  # innermost: nothing on the way back reads an unmasked outcome
+        ]
+        return steps
+
+    def chain(self, execution: Execution) -> Next:
+        """`steps(execution)` around the runner: call it with `execution` to run it."""
+        return build_chain(self.steps(execution), RunJob(self.runners, self.history, self.state_dir))
+
     def skip(self, request: RunRequest, reason: str) -> RunRecord:
         """Record a run that was decided against (overlap, missed fire time)."""
-        now = self.clock.now()
-        record = RunRecord(
-            job=request.job.name,
-            run_id=request.run_id,
-            trigger=request.trigger,
-            outcome=RunOutcome(RunStatus.SKIPPED, reason=reason),
-            started_at=now,
-            finished_at=now,
-            scheduled_for=request.scheduled_for,
-            triggered_by=request.triggered_by,
-            target_override=request.target,
-            select_override=request.select,
-        )
-        self._record_end(record)
-        return record
+        execution = Execution(request, self.clock)
+        return build_chain(self.steps(execution, runs=False), lambda e: e.skipped(reason))(execution)
 
     def execute(
         self,
@@ -129,38 +533,10 @@ class RunService:
         cancel: CancelToken | None = None,
     ) -> RunRecord:
         """Run once under the job's lock; a run already in progress means this one is skipped."""
-        holder = f"pid={os.getpid()} run_id={request.run_id} since={self.clock.now().isoformat()}"
-        try:
-            with self._job_lock(request, holder) as (busy, lock_fds):
-                if busy is not None:
-                    return self.skip(request, f"previous run still running ({busy}); overlap: skip")
-                cancel = cancel or CancelToken()
-                if cancel.cancelled:
-                    return self.skip(request, "the scheduler was stopping before the run started")
-                return self._execute_locked(request, on_line, cancel, inherit_fds=lock_fds)
-        except LockError as exc:  # raised only while taking the lock: nothing ran
-            log.error("%s: %s: the run did not start", request.job.name, exc)
-            return self.skip(request, f"{exc}: the run did not start")
-
-    @contextmanager
-    def _job_lock(self, request: RunRequest, holder: str) -> Iterator[tuple[str | None, tuple[int, ...]]]:
-        """Hold the job's run lock (with `overlap: skip`) for the block.
-
-        Yields (None, the lock's descriptor) when the run may go, or (who holds the
-        lock, ()) when another run does. A local run's process inherits the
-        descriptor, so the lock stays held while it lives even if we are killed.
-        """
-        job = request.job
-        lock = job_lock(self.state_dir, job.name) if job.overlap == "skip" else None
-        if lock is not None and not lock.try_acquire(holder):
-            yield lock.holder() or "another process", ()
-            return
-        fd = lock.fileno() if lock is not None else None
-        try:
-            yield None, (fd,) if fd is not None else ()
-        finally:
-            if lock is not None:
-                lock.release()
+        execution = Execution(
+            request, self.clock, self.masker_for(request.job), on_line, cancel or CancelToken()
+        )
+        return self.chain(execution)(execution)
 
     def reattach(
         self,
@@ -175,177 +551,24 @@ class RunService:
         Used at start-up for history rows still `running` with an external id, so a
         restarted daemon records the outcome instead of running the job again.
         """
-        with self._job_lock(request, f"pid={os.getpid()} run_id={request.run_id} reattached") as (busy, _):
-            if busy is not None:
-                # Someone else (another daemon?) already follows it: leave the row to them.
-                log.warning("%s: run %s is followed by %s", request.job.name, request.run_id, busy)
-                return self._record_for(request, started_at, RunOutcome(RunStatus.SKIPPED), None)
-            return self._execute_locked(
-                request, on_line, cancel or CancelToken(), reattach_to=(external_id, started_at)
-            )
-
-    def _execute_locked(
-        self,
-        request: RunRequest,
-        on_line: Callable[[str], None],
-        cancel: CancelToken,
-        reattach_to: tuple[str, datetime] | None = None,
-        inherit_fds: tuple[int, ...] = (),
-    ) -> RunRecord:
-        job = request.job
-        run_dir = self.run_dir(request)
-        masker = self.masker_for(job)
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # a full or read-only state_dir: nothing can run without its folder
-            problem = write_problem(self.state_dir, exc)
-            log.error("%s: run %s did not start: %s", job.name, request.run_id, problem)
-            record = self._record_for(
-                request,
-                self.clock.now(),
-                RunOutcome(RunStatus.FAILED_TO_START, reason=f"could not create the run folder: {problem}"),
-                None,
-            )
-            self._record_end(record)
-            return record
-        if reattach_to is None:
-            started_at = self.clock.now()
-            try:
-                self.history.start(request, started_at, run_dir, effective_commands(job, request.select))
-            except (OSError, sqlite3.Error) as exc:
-                # The run still goes: `finish` inserts the row when `start` could not.
-                log.error(
-                    "%s: could not record the start of run %s: %s",
-                    job.name,
-                    request.run_id,
-                    write_problem(self.state_dir, exc),
-                )
-        else:
-            started_at = reattach_to[1]
-        ctx = RunContext(
-            request=request,
-            run_dir=run_dir,
-            clock=self.clock,
-            masker=masker,
-            on_line=on_line,
-            cancel=cancel,
-            cache_dir=self.state_dir / "cache" / job.name,
-            on_external_id=lambda ext, url: self.history.set_external_id(request.run_id, ext, url),
-            on_process=lambda pid: self._record_process(request, pid),
-            inherit_fds=inherit_fds,
+        execution = Execution(
+            request,
+            self.clock,
+            self.masker_for(request.job),
+            on_line,
+            cancel or CancelToken(),
+            reattach_to=(external_id, started_at),
         )
-        try:
-            outcome = self._safe_run(job, ctx, reattach_to[0] if reattach_to else None)
-        except RunDetached as detached:
-            # Left running on purpose: history keeps the row `running` with its external
-            # id, and the next daemon follows it to its end.
-            log.info(
-                "%s: run %s left running (%s); a restarted daemon re-attaches",
-                job.name,
-                request.run_id,
-                detached,
-            )
-            return self._record_for(
-                request, started_at, RunOutcome(RunStatus.CANCELLED, reason="detached"), run_dir
-            )
-        try:
-            # dbt masks DBT_ENV_SECRET_* in what it prints, not in what a node's message
-            # quotes (a database error echoing a value) nor in the artifacts it writes:
-            # mask the copies kept with the run before anything reads them again.
-            mask_artifacts(run_dir, masker)
-        except OSError as exc:
-            log.error("%s: could not mask the dbt artifacts in %s: %s", job.name, run_dir, exc)
-        outcome = _masked(outcome, masker)
-        try:
-            # Before the report, which links the kept files; from the artifacts in the
-            # run folder, so it works for every runner, after work/ is gone.
-            outcome = replace(outcome, nodes=keep_compiled_sql(run_dir, outcome.nodes))
-        except OSError as exc:
-            log.error("%s: could not keep the compiled SQL in %s: %s", job.name, run_dir, exc)
-        record = self._record_for(request, started_at, outcome, run_dir)
-        try:
-            write_reports(record, run_dir, masker)
-        except OSError as exc:  # a full disk must not lose the report: written once it can be
-            log.error(
-                "%s: could not write the report of run %s: %s (kept, written when it can be)",
-                job.name,
-                request.run_id,
-                write_problem(self.state_dir, exc),
-            )
-            self.outbox.add(record, "report", lambda: write_reports(record, run_dir, masker))
-        self._record_end(record)
-        return record
+        return self.chain(execution)(execution)
 
     def retry_pending(self) -> int:
         """Write the history rows and reports that could not be written before (lib/outbox.py)."""
         return self.outbox.retry() if len(self.outbox) else 0
 
-    def _record_process(self, request: RunRequest, pid: int) -> None:
-        try:
-            self.history.set_process(request.run_id, pid=pid)
-        except Exception as exc:  # the run goes on; only a restart's orphan search loses it
-            log.error(
-                "%s: could not record run %s's pid in history: %s", request.job.name, request.run_id, exc
-            )
-
-    def _record_for(
-        self, request: RunRequest, started_at: datetime, outcome: RunOutcome, run_dir: Path | None
-    ) -> RunRecord:
-        return RunRecord(
-            job=request.job.name,
-            run_id=request.run_id,
-            trigger=request.trigger,
-            outcome=outcome,
-            started_at=started_at,
-            finished_at=self.clock.now(),
-            scheduled_for=request.scheduled_for,
-            triggered_by=request.triggered_by,
-            run_dir=run_dir,
-            target_override=request.target,
-            select_override=request.select,
-            commands=effective_commands(request.job, request.select),
-        )
-
     def can_reattach(self, job: Job) -> bool:
         """True when the job's runs go on without the scheduler (ECS tasks): stopping the
         daemon detaches from them instead of stopping them, and a restart re-attaches."""
         return hasattr(self.runners.get(job.runner), "reattach")
-
-    def _safe_run(self, job: Job, ctx: RunContext, reattach_to: str | None = None) -> RunOutcome:
-        runner = self.runners.get(job.runner)
-        if runner is None:
-            return RunOutcome(RunStatus.FAILED_TO_START, reason=f"no runner {job.runner!r} is configured")
-        try:
-            if reattach_to is not None:
-                return runner.reattach(ctx, reattach_to)  # type: ignore[attr-defined]
-            return runner.run(ctx)
-        except RunDetached:
-            raise
-        except Exception as exc:  # dbt-core's safe_run: a crash is a result, not the end of the daemon
-            detail = ctx.masker("".join(traceback.format_exception(exc)))
-            log.error("%s: the %s runner crashed:\n%s", job.name, job.runner, detail)
-            reason = ctx.masker(f"internal error in the {job.runner} runner: {type(exc).__name__}: {exc}")
-            return RunOutcome(RunStatus.ERROR, reason=reason)
-
-    def _record_end(self, record: RunRecord) -> None:
-        try:
-            self.history.finish(record)
-        except WRITE_ERRORS as exc:  # the row waits in the outbox until state_dir takes it
-            log.error(
-                "%s: could not record run %s (%s) in history: %s (kept, recorded when it can be)",
-                record.job,
-                record.run_id,
-                record.outcome.status.value,
-                write_problem(self.state_dir, exc),
-            )
-            self.outbox.add(record, "history row", lambda: self.history.finish(record))
-        except Exception as exc:  # history is important, but the daemon must go on
-            log.error("%s: could not record run %s in history: %s", record.job, record.run_id, exc)
-        for listener in self.listeners:
-            try:
-                listener(record)
-            except Exception as exc:
-                log.error("%s: a run listener failed: %s", record.job, exc)
 
 
 def _masked(outcome: RunOutcome, masker: SecretMasker) -> RunOutcome:

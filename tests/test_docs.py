@@ -119,3 +119,29 @@ def test_the_readmes_adapter_pins_are_the_ones_the_image_and_the_venv_install() 
     # The Dockerfile installs exactly that file into the image's dbt venv.
     dockerfile = (REPO_ROOT / "docker" / "Dockerfile").read_text(encoding="utf-8")
     assert "COPY docker/requirements.txt" in dockerfile and "pip install --no-cache-dir -r" in dockerfile
+
+
+def unnamed_modules(doc: str, root: Path = REPO_ROOT) -> list[str]:
+    """The modules under root/lib that `doc` does not name by their path (`lib/runners/ecs.py`);
+    a package's `__init__.py` is named by its folder (`lib/runners/`)."""
+    missing = []
+    for path in sorted((root / "lib").rglob("*.py")):
+        where = path.relative_to(root).as_posix()
+        name = f"{path.parent.relative_to(root).as_posix()}/" if path.name == "__init__.py" else where
+        if name not in doc and where not in doc:
+            missing.append(where)
+    return missing
+
+
+def test_every_module_in_lib_is_named_in_the_architecture_doc() -> None:
+    doc = (REPO_ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    assert unnamed_modules(doc) == [], "add a row for each to 'Where each concern lives'"
+
+
+def test_the_module_check_catches_a_module_the_doc_leaves_out(tmp_path: Path) -> None:
+    for module in ("lib/__init__.py", "lib/app.py", "lib/runners/__init__.py", "lib/runners/new.py"):
+        (tmp_path / module).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / module).write_text("")
+    doc = "| `lib/` | … |\n| `lib/app.py` | … |\n| `lib/runners/` | … |\n"
+    assert unnamed_modules(doc, tmp_path) == ["lib/runners/new.py"]
+    assert unnamed_modules(doc + "`lib/runners/new.py`", tmp_path) == []
