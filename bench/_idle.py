@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,7 +30,7 @@ CANDIDATES = (
 )
 
 
-def arguments(doc: str | None, extra: list[tuple[tuple[str, ...], dict]] = ()) -> argparse.Namespace:
+def arguments(doc: str | None, extra: Sequence[tuple[tuple[str, ...], dict]] = ()) -> argparse.Namespace:
     """--quick, --seconds, --jobs (and `extra` options); args.window is the window in seconds."""
     parser = parser_for(doc)
     parser.add_argument("--quick", action="store_true", help="15 s window instead of 60 s")

@@ -23,6 +23,7 @@ moto server (RESULT idle_ecs).
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -75,7 +76,7 @@ def write_config(tmp: Path, jobs: int, window_s: float) -> Path:
     return path
 
 
-def measure(args, tmp: Path) -> int:
+def measure(args: argparse.Namespace, tmp: Path) -> int:
     window = args.window
     config = write_config(tmp, args.jobs, window)
     print(

@@ -21,6 +21,7 @@ Also run as `bench/idle.py --runner ecs`. RESULT idle_ecs.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -97,7 +98,7 @@ def diagnose(python: str, config: Path, env: dict[str, str]) -> None:
     print(table(["file", "kB"], [[name, size // 1024] for name, size in traced["files"]]))
 
 
-def measure(args, tmp: Path, env: dict[str, str], endpoint: str) -> int:
+def measure(args: argparse.Namespace, tmp: Path, env: dict[str, str], endpoint: str) -> int:
     window = args.window
     line, _ = run_program(args.python, "SETUP", "ecs_setup.py", endpoint, json.dumps(AWS_NAMES), env=env)
     setup = json.loads(line)
@@ -200,7 +201,7 @@ def measure(args, tmp: Path, env: dict[str, str], endpoint: str) -> int:
     return 0 if rc == 0 and ecs_runs else 1
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """The benchmark in a fresh workspace with its own moto server (also `idle.py --runner ecs`)."""
     with workspace("bench-idle-ecs-", keep=args.keep) as tmp:
         env = aws_env(tmp)
