@@ -60,6 +60,8 @@ RUN_COMMANDS = REPO / "docker" / "run_commands.sh"
 
 # Runs the real run_commands.sh, timestamping each output line into $BENCH_TIMES_FILE.
 WRAPPER = PROGRAMS / "timestamp_run_commands.sh"
+PAIR_HEADERS = ["pair", "sched_s", "parse", "direct_s", "parse", "extra_s", "ratio"]
+PAIR_HEADERS += ["sched_cpu_s", "direct_cpu_s", "cpu_ratio"]
 
 
 @dataclass
@@ -68,6 +70,12 @@ class Timed:
     cpu_s: float  # user + system CPU of the whole process tree (python, bash, dbt)
     parse: str  # "full", "partial" or "?" (read from dbt's output)
     log: Path
+
+
+def pair_row(label: object, a: Timed, b: Timed) -> list[object]:
+    """A row under PAIR_HEADERS: both sides' wall time and parse kind, extra, ratio, CPU and its ratio."""
+    wall = [a.seconds, a.parse, b.seconds, b.parse, a.seconds - b.seconds, a.seconds / b.seconds]
+    return [label, *wall, a.cpu_s, b.cpu_s, a.cpu_s / b.cpu_s]
 
 
 class RunFailed(RuntimeError):
@@ -343,56 +351,16 @@ def main() -> int:
             print("(docker/run_commands.sh may be mid-edit: retry in a while)", file=sys.stderr)
             return 1
 
-        rows: list[list[object]] = []
-        ratios, cpu_ratios = [], []
-        for i, (a, b) in enumerate(results, 1):
-            ratios.append(a.seconds / b.seconds)
-            cpu_ratios.append(a.cpu_s / b.cpu_s)
-            rows.append(
-                [
-                    i,
-                    a.seconds,
-                    a.parse,
-                    b.seconds,
-                    b.parse,
-                    a.seconds - b.seconds,
-                    ratios[-1],
-                    a.cpu_s,
-                    b.cpu_s,
-                    cpu_ratios[-1],
-                ]
-            )
+        ratios = [a.seconds / b.seconds for a, b in results]
+        cpu_ratios = [a.cpu_s / b.cpu_s for a, b in results]
+        rows = [pair_row(i, a, b) for i, (a, b) in enumerate(results, 1)]
         a_med = median([a.seconds for a, _ in results])
         b_med = median([b.seconds for _, b in results])
         extra = median([a.seconds - b.seconds for a, b in results])
-        rows.append(
-            [
-                "median",
-                a_med,
-                "",
-                b_med,
-                "",
-                extra,
-                median(ratios),
-                median([a.cpu_s for a, _ in results]),
-                median([b.cpu_s for _, b in results]),
-                median(cpu_ratios),
-            ]
-        )
+        a_cpu, b_cpu = median([a.cpu_s for a, _ in results]), median([b.cpu_s for _, b in results])
+        rows.append(["median", a_med, "", b_med, "", extra, median(ratios), a_cpu, b_cpu, median(cpu_ratios)])
         print()
-        headers = [
-            "pair",
-            "sched_s",
-            "parse",
-            "direct_s",
-            "parse",
-            "extra_s",
-            "ratio",
-            "sched_cpu_s",
-            "direct_cpu_s",
-            "cpu_ratio",
-        ]
-        print(table(headers, rows))
+        print(table(PAIR_HEADERS, rows))
         print(
             "(wall seconds gate the target; cpu = user+system of the whole process tree, much less "
             "sensitive to other load on the machine)"
