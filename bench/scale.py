@@ -43,7 +43,10 @@ from _common import (
     workspace,
 )
 
-TARGET_S = 1.0
+# Issue 8 §3: one YAML reader (PyYAML's node graph, lines from the same parse) instead of
+# a second, event-driven one that took this to ~0.6 s. Simplicity is worth more than the
+# last half second at a size no user has; 1.5 s is the limit that trade was made under.
+TARGET_S = 1.5
 ZONES = (
     "Europe/Paris",
     "America/New_York",
