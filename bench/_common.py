@@ -1,30 +1,104 @@
-"""Helpers shared by the benchmarks: paths, statistics, /proc readers, the RESULT line.
+"""The benchmarks' harness: paths, arguments, environments, programs, statistics, the RESULT line.
 
-Stdlib only, so a benchmark runs with the scheduler's venv and nothing more
-(psutil is not installed: process figures come straight from /proc).
+Stdlib only, so a benchmark runs with the scheduler's venv and nothing more. Its
+siblings: `_proc.py` (process figures from /proc), `_daemon.py` (the real daemon as a
+subprocess), `_moto.py` (a moto server), `_idle.py` (what both idle benchmarks share).
+Programs a benchmark runs in a subprocess live in `bench/programs/`, run by path.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEDULER = REPO / "scheduler.py"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+T = TypeVar("T")
 
 
 def default_python() -> str:
     """The repo's venv interpreter (it has dbt, PyYAML, rich…), else the one running us."""
     venv = REPO / ".venv" / "bin" / "python"
     return str(venv) if venv.exists() else sys.executable
+
+
+def parser_for(doc: str | None) -> argparse.ArgumentParser:
+    """An argument parser whose --help is the script's docstring, with the options every bench has:
+    --python (the interpreter for the scheduler, dbt and programs) and --keep (keep the temp dir)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--python", default=default_python(), help="interpreter for the scheduler (default: .venv)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir and print its path")
+    return parser
+
+
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The parsed arguments, --python made absolute: the daemon runs in the temp dir, and a venv's
+    interpreter must keep its symlink path (resolving it would leave the venv)."""
+    args = parser.parse_args()
+    if os.sep in args.python:
+        args.python = os.path.abspath(args.python)
+    return args
+
+
+def clean_env(*prefixes: str, **extra: str) -> dict[str, str]:
+    """The caller's environment without the variables that start with `prefixes`, plus `extra`:
+    a benchmark must not inherit the caller's scheduler or dbt settings."""
+    env = (
+        {k: v for k, v in os.environ.items() if not k.startswith(prefixes)} if prefixes else dict(os.environ)
+    )
+    env.update(extra)
+    return env
+
+
+def stub_project(folder: Path, name: str = "bench") -> Path:
+    """A minimal dbt project folder (dbt_project.yml only): enough for config validation and for
+    runs that a stand-in script replaces."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dbt_project.yml").write_text(f"name: {name}\nprofile: {name}\n", encoding="utf-8")
+    return folder
+
+
+def run_program(
+    python: str,
+    tag: str,
+    program: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    flags: Sequence[str] = (),
+) -> tuple[str, str]:
+    """Runs `bench/programs/<program>` with `python`; (what it printed after `TAG `, its stderr).
+    Exits with the program's stderr tail when it printed no such line."""
+    command = [python, *flags, str(PROGRAMS / program), *args]
+    result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    line = next((x for x in result.stdout.splitlines() if x.startswith(tag + " ")), None)
+    if line is None:
+        raise SystemExit(
+            f"{program} printed no {tag} line (exit {result.returncode}):\n{result.stderr[-3000:]}"
+        )
+    return line[len(tag) + 1 :], result.stderr
+
+
+def interleave(
+    pairs: int, first: Callable[[int], T], second: Callable[[int], T]
+) -> Iterator[tuple[int, T, T]]:
+    """`pairs` runs of A then B, alternating (A B A B …): (pair number from 1, A's result, B's).
+    A slow minute on a shared machine hits both sides of a pair, so per-pair ratios cancel drift."""
+    for i in range(1, pairs + 1):
+        a = first(i)
+        yield i, a, second(i)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -39,49 +113,6 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else math.nan
-
-
-def proc_status(pid: int) -> dict[str, str]:
-    """/proc/PID/status as a dict of raw strings ("VmRSS" → "25780 kB")."""
-    return proc_status_path(f"/proc/{pid}/status")
-
-
-def status_kb(status: dict[str, str], key: str) -> int:
-    """A `NNN kB` field of /proc/PID/status in kB (0 when absent)."""
-    value = status.get(key, "0 kB").split()
-    return int(value[0]) if value else 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole process (all its threads), in seconds, from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-        text = handle.read()
-    # The command name (field 2) may hold spaces: split after its closing parenthesis.
-    rest = text[text.rindex(")") + 2 :].split()
-    utime, stime = int(rest[11]), int(rest[12])  # fields 14 and 15 of proc(5)
-    return (utime + stime) / CLK_TCK
-
-
-def context_switches(pid: int) -> tuple[int, int]:
-    """(voluntary, involuntary) context switches summed over every thread of the process."""
-    voluntary = involuntary = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            status = proc_status_path(f"/proc/{pid}/task/{task}/status")
-        except FileNotFoundError:  # the thread ended between listdir and open
-            continue
-        voluntary += int(status.get("voluntary_ctxt_switches", "0"))
-        involuntary += int(status.get("nonvoluntary_ctxt_switches", "0"))
-    return voluntary, involuntary
-
-
-def proc_status_path(path: str) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    with open(path, encoding="ascii", errors="replace") as handle:
-        for line in handle:
-            key, _, value = line.partition(":")
-            fields[key] = value.strip()
-    return fields
 
 
 def load_note() -> str:
@@ -124,6 +155,15 @@ def result_line(name: str, checks: Sequence[tuple[str, float, str, float, bool]]
         parts.append(f"{key}={_num(value)} target{op}{_num(target)}")
     parts.append("PASS" if all(check[4] for check in checks) else "FAIL")
     return " ".join(parts)
+
+
+def gated(line: str, sane: bool, why: str, name: str) -> str:
+    """The RESULT line, turned into FAIL when the measurement itself went wrong (`why` goes to stderr):
+    a figure taken from a run that misbehaved must not read as a pass."""
+    if sane:
+        return line
+    print(f"{name}: unexpected: {why}", file=sys.stderr)
+    return line.replace(" PASS", " FAIL")
 
 
 def _num(value: float) -> str:

@@ -1,9 +1,9 @@
 """Dispatch latency of the real daemon: how late after its fire time does a run's process start?
 
 The daemon (`scheduler.py --config <tmp>/jobs.yaml run`) runs jobs `every: 1 second`
-with DBT_SCHEDULER_RUN_COMMANDS pointing at a tiny bash script instead of
-docker/run_commands.sh. The script's first line is `date +%s.%N`, written to a file
-named after DBT_SCHEDULER_RUN_ID. Latency = that time minus the run's `scheduled_for`
+with DBT_SCHEDULER_RUN_COMMANDS pointing at a tiny bash script (bench/programs/
+dispatch_run.sh) instead of docker/run_commands.sh. Its first line is `date +%s.%N`,
+written to a file named after DBT_SCHEDULER_RUN_ID. Latency = that time minus the run's `scheduled_for`
 from <state_dir>/history.db, so it covers the daemon waking, deciding, taking the
 job lock, recording the run, building the environment, fork/exec of bash and of
 `date` itself.
@@ -15,11 +15,8 @@ dropped as warm-up. The daemon is stopped with SIGTERM and must exit 0.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -27,24 +24,25 @@ from datetime import datetime
 from pathlib import Path
 
 from _common import (
+    PROGRAMS,
     REPO,
-    SCHEDULER,
-    default_python,
+    clean_env,
     load_note,
     median,
+    parse_args,
+    parser_for,
     percentile,
     result_line,
+    stub_project,
     table,
     workspace,
 )
+from _daemon import RealDaemon
 
 TARGET_P99_MS = 50.0
 WARMUP_FIRES = 2  # per job: the first runs also import the summary printer (rich)
 
-# The script must stay this small: anything before `date` would count as latency.
-RUN_SCRIPT = """date +%s.%N >"$BENCH_STARTS/$DBT_SCHEDULER_RUN_ID"
-echo "[run_commands] EXIT 0"
-"""
+RUN_SCRIPT = PROGRAMS / "dispatch_run.sh"
 
 REFERENCE = [
     ("cron (Vixie/cronie, whole-minute poll)", "~1.0 s late"),
@@ -70,9 +68,7 @@ class Sample:
 
 
 def write_config(tmp: Path, jobs: int) -> Path:
-    project = tmp / "project"
-    project.mkdir(exist_ok=True)
-    (project / "dbt_project.yml").write_text("name: bench\nprofile: bench\n", encoding="utf-8")
+    project = stub_project(tmp / "project")
     lines = [
         f"state_dir: {tmp / 'state'}",
         f"max_parallel: {max(4, jobs + 2)}",
@@ -96,36 +92,16 @@ def run_variant(variant: Variant, python: str, root: Path) -> tuple[list[Sample]
     config = write_config(tmp, variant.jobs)
     starts = tmp / "starts"
     starts.mkdir()
-    script = tmp / "run.sh"
-    script.write_text(RUN_SCRIPT, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DBT_SCHEDULER_", "BENCH_"))}
-    env.update(DBT_SCHEDULER_RUN_COMMANDS=str(script), BENCH_STARTS=str(starts))
+    env = clean_env(
+        "DBT_SCHEDULER_", "BENCH_", DBT_SCHEDULER_RUN_COMMANDS=str(RUN_SCRIPT), BENCH_STARTS=str(starts)
+    )
 
     wanted = variant.samples + WARMUP_FIRES * variant.jobs
     deadline = time.monotonic() + math.ceil(wanted / variant.jobs) + 60
-    with open(tmp / "daemon.out", "wb") as out, open(tmp / "daemon.err", "wb") as err:
-        daemon = subprocess.Popen(
-            [python, str(SCHEDULER), "--config", str(config), "run"],
-            cwd=tmp,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-        )
-        try:
-            while len(os.listdir(starts)) < wanted and time.monotonic() < deadline:
-                if daemon.poll() is not None:
-                    break
-                time.sleep(0.25)
-        finally:
-            if daemon.poll() is None:
-                daemon.send_signal(signal.SIGTERM)
-            try:
-                rc = daemon.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                rc = daemon.wait()
-                print(f"{variant.name}: the daemon ignored SIGTERM for 30 s and was killed", file=sys.stderr)
+    with RealDaemon(python, config, tmp, env) as daemon:
+        while len(os.listdir(starts)) < wanted and time.monotonic() < deadline and daemon.alive():
+            time.sleep(0.25)
+    rc = daemon.rc
 
     sys.path.insert(0, str(REPO))
     from lib.history import History
@@ -154,17 +130,11 @@ def run_variant(variant: Variant, python: str, root: Path) -> tuple[list[Sample]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = parser_for(__doc__)
     parser.add_argument("--quick", action="store_true", help="~60 samples per variant instead of 100/150")
     parser.add_argument("--samples", type=int, default=None, help="samples for the one-job variant")
     parser.add_argument("--jobs", type=int, default=5, help="jobs in the several-jobs variant (default 5)")
-    parser.add_argument(
-        "--python", default=default_python(), help="interpreter for the daemon (default: .venv)"
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir and print its path")
-    args = parser.parse_args()
+    args = parse_args(parser)
     single = args.samples or (60 if args.quick else 100)
     several = 60 if args.quick else 150
     variants = [Variant("1 job", 1, single), Variant(f"{args.jobs} jobs", args.jobs, several)]

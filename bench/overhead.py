@@ -23,13 +23,12 @@ Both sides use the same profile settings (threads included), the same dbt and th
 same environment (DBT_* variables of the caller removed), and write output to a file.
 
 One extra, instrumented A run at the end (not timed in the table) wraps
-run_commands.sh with a script that timestamps every output line, to show where the
-scheduler's time goes.
+run_commands.sh with bench/programs/timestamp_run_commands.sh, which timestamps every
+output line, to show where the scheduler's time goes.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import resource
@@ -41,25 +40,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import REPO, SCHEDULER, default_python, load_note, median, result_line, table, workspace
+from _common import (
+    PROGRAMS,
+    REPO,
+    SCHEDULER,
+    interleave,
+    load_note,
+    median,
+    parse_args,
+    parser_for,
+    result_line,
+    table,
+    workspace,
+)
 
 TARGET_RATIO = 1.05
 JOB = "example"
 RUN_COMMANDS = REPO / "docker" / "run_commands.sh"
 
-# Runs the real run_commands.sh and appends "<epoch seconds> <line>" for each output line
-# to $BENCH_TIMES_FILE, passing the line through unchanged (the runner parses markers).
-WRAPPER = r"""#!/usr/bin/env bash
-times=$BENCH_TIMES_FILE
-printf 'spawn %s\n' "${EPOCHREALTIME/,/.}" >>"$times"
-bash "$BENCH_REAL_SCRIPT" 2>&1 | while IFS= read -r line; do
-  printf '%s\n' "$line"
-  printf 'line %s %s\n' "${EPOCHREALTIME/,/.}" "$line" >>"$times"
-done
-rc=${PIPESTATUS[0]}
-printf 'exit %s\n' "${EPOCHREALTIME/,/.}" >>"$times"
-exit "$rc"
-"""
+# Runs the real run_commands.sh, timestamping each output line into $BENCH_TIMES_FILE.
+WRAPPER = PROGRAMS / "timestamp_run_commands.sh"
+PAIR_HEADERS = ["pair", "sched_s", "parse", "direct_s", "parse", "extra_s", "ratio"]
+PAIR_HEADERS += ["sched_cpu_s", "direct_cpu_s", "cpu_ratio"]
 
 
 @dataclass
@@ -68,6 +70,12 @@ class Timed:
     cpu_s: float  # user + system CPU of the whole process tree (python, bash, dbt)
     parse: str  # "full", "partial" or "?" (read from dbt's output)
     log: Path
+
+
+def pair_row(label: object, a: Timed, b: Timed) -> list[object]:
+    """A row under PAIR_HEADERS: both sides' wall time and parse kind, extra, ratio, CPU and its ratio."""
+    wall = [a.seconds, a.parse, b.seconds, b.parse, a.seconds - b.seconds, a.seconds / b.seconds]
+    return [label, *wall, a.cpu_s, b.cpu_s, a.cpu_s / b.cpu_s]
 
 
 class RunFailed(RuntimeError):
@@ -202,11 +210,9 @@ class Bench:
 
 def breakdown(bench: Bench, direct_median: float) -> None:
     """One instrumented scheduler run: where does its time go?"""
-    wrapper = bench.tmp / "timestamping_run_commands.sh"
-    wrapper.write_text(WRAPPER, encoding="utf-8")
     times = bench.tmp / "times.txt"
     extra = {
-        "DBT_SCHEDULER_RUN_COMMANDS": str(wrapper),
+        "DBT_SCHEDULER_RUN_COMMANDS": str(WRAPPER),
         "BENCH_REAL_SCRIPT": str(RUN_COMMANDS),
         "BENCH_TIMES_FILE": str(times),
     }
@@ -291,11 +297,6 @@ def breakdown(bench: Bench, direct_median: float) -> None:
 
 def startup(bench: Bench) -> None:
     """Splits the first phase: bare interpreter vs the imports `run-now` does."""
-    imports = (
-        "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import lib.cli, lib.app, lib.config, lib.execution, lib.runners.local, lib.report.console;"
-        "import rich.console, rich.table"
-    )
 
     def best(command: list[str]) -> float:
         samples = []
@@ -306,7 +307,7 @@ def startup(bench: Bench) -> None:
         return min(samples)
 
     bare = best([bench.python, "-c", "pass"])
-    with_imports = best([bench.python, "-c", imports, str(REPO)])
+    with_imports = best([bench.python, str(PROGRAMS / "run_now_imports.py"), str(REPO)])
     print(
         f"  of which: bare interpreter {bare * 1000:.0f} ms, + run-now's imports (lib + rich) "
         f"{(with_imports - bare) * 1000:.0f} ms (best of 3 each)"
@@ -317,19 +318,15 @@ def startup(bench: Bench) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = parser_for(__doc__)
     parser.add_argument("--quick", action="store_true", help="3 pairs instead of 5")
     parser.add_argument(
         "-n", "--runs", type=int, default=None, help="timed pairs (default 5, 3 with --quick)"
     )
     parser.add_argument("--mode", choices=("cold", "warm"), default="cold", help="partial-parse state")
-    parser.add_argument("--python", default=default_python(), help="interpreter with dbt (default: .venv)")
     parser.add_argument("--project", type=Path, default=REPO / "example", help="dbt project to run")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the instrumented extra run")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir and print its path")
-    args = parser.parse_args()
+    args = parse_args(parser)
     pairs = args.runs or (3 if args.quick else 5)
 
     with workspace("bench-overhead-", keep=args.keep) as tmp:
@@ -345,9 +342,8 @@ def main() -> int:
                 f"({warm_b.parse})"
             )
             results: list[tuple[Timed, Timed]] = []
-            for i in range(1, pairs + 1):
-                a = bench.scheduler(f"scheduler-{i}")
-                b = bench.direct(f"direct-{i}")
+            sides = (lambda i: bench.scheduler(f"scheduler-{i}"), lambda i: bench.direct(f"direct-{i}"))
+            for i, a, b in interleave(pairs, *sides):
                 results.append((a, b))
                 print(f"  pair {i}: scheduler {a.seconds:.2f} s, direct {b.seconds:.2f} s", flush=True)
         except RunFailed as exc:
@@ -355,56 +351,16 @@ def main() -> int:
             print("(docker/run_commands.sh may be mid-edit: retry in a while)", file=sys.stderr)
             return 1
 
-        rows: list[list[object]] = []
-        ratios, cpu_ratios = [], []
-        for i, (a, b) in enumerate(results, 1):
-            ratios.append(a.seconds / b.seconds)
-            cpu_ratios.append(a.cpu_s / b.cpu_s)
-            rows.append(
-                [
-                    i,
-                    a.seconds,
-                    a.parse,
-                    b.seconds,
-                    b.parse,
-                    a.seconds - b.seconds,
-                    ratios[-1],
-                    a.cpu_s,
-                    b.cpu_s,
-                    cpu_ratios[-1],
-                ]
-            )
+        ratios = [a.seconds / b.seconds for a, b in results]
+        cpu_ratios = [a.cpu_s / b.cpu_s for a, b in results]
+        rows = [pair_row(i, a, b) for i, (a, b) in enumerate(results, 1)]
         a_med = median([a.seconds for a, _ in results])
         b_med = median([b.seconds for _, b in results])
         extra = median([a.seconds - b.seconds for a, b in results])
-        rows.append(
-            [
-                "median",
-                a_med,
-                "",
-                b_med,
-                "",
-                extra,
-                median(ratios),
-                median([a.cpu_s for a, _ in results]),
-                median([b.cpu_s for _, b in results]),
-                median(cpu_ratios),
-            ]
-        )
+        a_cpu, b_cpu = median([a.cpu_s for a, _ in results]), median([b.cpu_s for _, b in results])
+        rows.append(["median", a_med, "", b_med, "", extra, median(ratios), a_cpu, b_cpu, median(cpu_ratios)])
         print()
-        headers = [
-            "pair",
-            "sched_s",
-            "parse",
-            "direct_s",
-            "parse",
-            "extra_s",
-            "ratio",
-            "sched_cpu_s",
-            "direct_cpu_s",
-            "cpu_ratio",
-        ]
-        print(table(headers, rows))
+        print(table(PAIR_HEADERS, rows))
         print(
             "(wall seconds gate the target; cpu = user+system of the whole process tree, much less "
             "sensitive to other load on the machine)"

@@ -24,7 +24,6 @@ The target: with retention, the state_dir is at most 30% of the one without
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -32,7 +31,18 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from _common import REPO, SCHEDULER, default_python, load_note, median, result_line, table, workspace
+from _common import (
+    REPO,
+    SCHEDULER,
+    load_note,
+    median,
+    parse_args,
+    parser_for,
+    result_line,
+    stub_project,
+    table,
+    workspace,
+)
 
 sys.path.insert(0, str(REPO))
 
@@ -53,9 +63,7 @@ RUN_RESULTS = '{"results": []}\n' + " " * 5000 + "\n"
 
 
 def write_config(folder: Path, retention: str) -> Path:
-    project = folder / "project"
-    project.mkdir(parents=True, exist_ok=True)
-    (project / "dbt_project.yml").write_text("name: p\n")
+    stub_project(folder / "project", "p")
     path = folder / "jobs.yaml"
     path.write_text(
         f"state_dir: state\nretention: {retention}\n"
@@ -168,15 +176,11 @@ def time_queries(state_dir: Path) -> tuple[float, float, int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = parser_for(__doc__)
     parser.add_argument("--quick", action="store_true", help="90 simulated days instead of 365")
     parser.add_argument("--days", type=int, help="simulated days (default 365, 90 with --quick)")
     parser.add_argument("--repeat", type=int, default=5, help="CLI timings per command (default 5)")
-    parser.add_argument("--python", default=default_python(), help="interpreter for scheduler.py")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir and print its path")
-    args = parser.parse_args()
+    args = parse_args(parser)
     days = args.days or (90 if args.quick else 365)
     repeat = 3 if args.quick and args.repeat == 5 else args.repeat
     print(f"retention: {days} simulated days of a 5-minute job ({days * 288:,} runs); {load_note()}")

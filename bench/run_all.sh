@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the benchmarks one after the other (idle.py twice: local jobs, then ECS jobs on a
+# Runs the benchmarks one after the other (idle.py: local jobs, idle_ecs.py: ECS jobs on a
 # moto server) and repeats their RESULT lines at the end.
 #   bash bench/run_all.sh            full runs (about 37 minutes on 2 cores, retention.py 15 of them, soak.py 11)
 #   bash bench/run_all.sh --quick    shorter runs (about 12 minutes)
@@ -28,7 +28,7 @@ for arg in "$@"; do
 done
 
 # Each entry: a script name, then its own arguments.
-benches=(overhead dispatch_latency scale idle "idle --runner ecs" retention soak)
+benches=(overhead dispatch_latency scale idle idle_ecs retention soak)
 results=()
 status=0
 for bench in "${benches[@]}"; do

@@ -1,7 +1,7 @@
 """Soak: 200 jobs `every: 1 minute` on the real daemon for 10 minutes; every fire time one row?
 
 The daemon (`scheduler.py --config <tmp>/jobs.yaml run`) runs 200 jobs that all fire at
-each whole minute, with DBT_SCHEDULER_RUN_COMMANDS pointing at bench/soak_run.sh (sleeps
+each whole minute, with DBT_SCHEDULER_RUN_COMMANDS pointing at bench/programs/soak_run.sh (sleeps
 0.5 s, reports success) instead of dbt, and `max_parallel` 20: at every fire time 180
 runs wait in the daemon's queue. After the last fire time has drained the daemon gets
 SIGTERM and must exit 0. Then <state_dir>/history.db is read:
@@ -19,11 +19,7 @@ times as missed. The whole-queue drain is ~200/20 x 0.5 s = 5 s of ideal work.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -31,28 +27,29 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from _common import (
+    PROGRAMS,
     REPO,
-    SCHEDULER,
-    default_python,
+    clean_env,
     load_note,
+    parse_args,
+    parser_for,
     percentile,
-    proc_status,
     result_line,
-    status_kb,
+    stub_project,
     table,
     workspace,
 )
+from _daemon import RealDaemon
+from _proc import rss_mb
 
 TARGET_P99_LAG_S = 30.0
-STAND_IN = Path(__file__).resolve().parent / "soak_run.sh"
+STAND_IN = PROGRAMS / "soak_run.sh"
 SETTLE_S = 40  # after the last fire time: the queue drains, then SIGTERM (before the next minute)
 FIRST_FIRE_MARGIN_S = 3  # a fire time this close after start may or may not be the daemon's first
 
 
 def write_config(tmp: Path, jobs: int, max_parallel: int) -> Path:
-    project = tmp / "project"
-    project.mkdir()
-    (project / "dbt_project.yml").write_text("name: soak\nprofile: soak\n", encoding="utf-8")
+    project = stub_project(tmp / "project", "soak")
     lines = [
         f"state_dir: {tmp / 'state'}",
         f"max_parallel: {max_parallel}",
@@ -68,10 +65,6 @@ def write_config(tmp: Path, jobs: int, max_parallel: int) -> Path:
     return path
 
 
-def rss_mb(pid: int) -> float:
-    return status_kb(proc_status(pid), "VmRSS") / 1024
-
-
 def queue_length(state: Path) -> int:
     try:
         return len(json.loads((state / "queue.json").read_text(encoding="utf-8"))["queued"])
@@ -84,19 +77,13 @@ def whole_minute_after(moment: datetime) -> datetime:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = parser_for(__doc__)
     parser.add_argument("--quick", action="store_true", help="2 minutes instead of 10")
     parser.add_argument("--minutes", type=int, default=None, help="fire times to soak through (default 10)")
     parser.add_argument("--jobs", type=int, default=200, help="jobs, all `every: 1 minute` (default 200)")
     parser.add_argument("--max-parallel", type=int, default=20, help="the daemon's max_parallel (default 20)")
     parser.add_argument("--run-seconds", type=float, default=0.5, help="how long each stand-in run sleeps")
-    parser.add_argument(
-        "--python", default=default_python(), help="interpreter for the daemon (default: .venv)"
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir and print its path")
-    args = parser.parse_args()
+    args = parse_args(parser)
     minutes = args.minutes or (2 if args.quick else 10)
 
     print(
@@ -107,26 +94,15 @@ def main() -> int:
     with workspace("bench-soak-", keep=args.keep) as tmp:
         config = write_config(tmp, args.jobs, args.max_parallel)
         state = tmp / "state"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DBT_SCHEDULER_", "SOAK_"))}
-        env.update(DBT_SCHEDULER_RUN_COMMANDS=str(STAND_IN), SOAK_RUN_SECONDS=str(args.run_seconds))
-        err_path = tmp / "daemon.err"
-        with open(tmp / "daemon.out", "wb") as out, open(err_path, "wb") as err:
-            daemon = subprocess.Popen(
-                [args.python, str(SCHEDULER), "--config", str(config), "run"],
-                cwd=tmp,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-            )
-        peak_queue, rc = 0, None
-        try:
-            deadline = time.monotonic() + 60
-            while b"dbt-scheduler started" not in err_path.read_bytes():
-                if daemon.poll() is not None or time.monotonic() > deadline:
-                    print("soak: the daemon did not start; stderr:\n" + err_path.read_text(), file=sys.stderr)
-                    return 1
-                time.sleep(0.1)
+        env = clean_env(
+            "DBT_SCHEDULER_",
+            "SOAK_",
+            DBT_SCHEDULER_RUN_COMMANDS=str(STAND_IN),
+            SOAK_RUN_SECONDS=str(args.run_seconds),
+        )
+        peak_queue = 0
+        with RealDaemon(args.python, config, tmp, env, grace=60) as daemon:
+            daemon.wait_started()
             started = datetime.now(UTC)
             rss_start = rss_mb(daemon.pid)
             first = whole_minute_after(started + timedelta(seconds=FIRST_FIRE_MARGIN_S))
@@ -138,24 +114,16 @@ def main() -> int:
                 flush=True,
             )
             rss_by_minute: list[float] = []  # SETTLE_S after each fire time, once its runs drained
-            while datetime.now(UTC) < stop_at and daemon.poll() is None:
+            while datetime.now(UTC) < stop_at and daemon.alive():
                 peak_queue = max(peak_queue, queue_length(state))
                 sample_at = first + timedelta(minutes=len(rss_by_minute), seconds=SETTLE_S)
                 if len(rss_by_minute) < minutes and datetime.now(UTC) > sample_at:
                     rss_by_minute.append(rss_mb(daemon.pid))
                 time.sleep(0.5)
             rss_first = rss_by_minute[0] if rss_by_minute else float("nan")
-            rss_end = rss_mb(daemon.pid) if daemon.poll() is None else float("nan")
+            rss_end = rss_mb(daemon.pid) if daemon.alive() else float("nan")
             load_end = load_note()
-        finally:
-            if daemon.poll() is None:
-                daemon.send_signal(signal.SIGTERM)
-            try:
-                rc = daemon.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                rc = daemon.wait()
-                print("soak: the daemon ignored SIGTERM for 60 s and was killed", file=sys.stderr)
+        rc = daemon.rc
 
         sys.path.insert(0, str(REPO))
         from lib.history import History
