@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from standardwebhooks import Webhook
@@ -46,6 +47,11 @@ def run_now(config: Path, url: str, *args: str) -> subprocess.CompletedProcess[s
     )
 
 
+def sent(server: HttpStandIn, prefix: str) -> list[Any]:
+    """What one channel received, in order (each channel sends on its own thread)."""
+    return [request for request in server.requests if request.path.startswith(prefix)]
+
+
 def test_failure_repeat_and_recovery_reach_slack_and_the_webhook(
     stand_in: HttpStandIn, tmp_path: Path
 ) -> None:
@@ -66,10 +72,10 @@ def test_failure_repeat_and_recovery_reach_slack_and_the_webhook(
     )
     first = run_now(config, stand_in.url)
     assert first.returncode == 1, first.stderr
-    assert [r.path for r in stand_in.requests] == ["/slack/T0/B0/slacktoken", "/hook"]
-    slack_text = json.dumps(stand_in.requests[0].json())
+    assert sorted(r.path for r in stand_in.requests) == ["/hook", "/slack/T0/B0/slacktoken"]
+    slack_text = json.dumps(sent(stand_in, "/slack")[0].json())
     assert "unique_stg_orders_order_id" in slack_text and "order_totals" in slack_text
-    hook = stand_in.requests[1]
+    [hook] = sent(stand_in, "/hook")
     payload = Webhook(SECRET).verify(hook.body, hook.headers)  # signed as Standard Webhooks
     assert payload["event"] == "failed" and payload["consecutive_failures"] == 1
     failed = {n["name"]: n for n in payload["nodes"]}
@@ -83,9 +89,10 @@ def test_failure_repeat_and_recovery_reach_slack_and_the_webhook(
     (project / "seeds" / "raw_orders.csv").write_text((EXAMPLE_DIR / "seeds" / "raw_orders.csv").read_text())
     third = run_now(config, stand_in.url)
     assert third.returncode == 0, third.stderr
-    recovered = Webhook(SECRET).verify(stand_in.requests[3].body, stand_in.requests[3].headers)
+    last_hook, last_slack = sent(stand_in, "/hook")[-1], sent(stand_in, "/slack")[-1]
+    recovered = Webhook(SECRET).verify(last_hook.body, last_hook.headers)
     assert recovered["event"] == "recovered"
-    assert "*Failed runs*\\n2" in json.dumps(stand_in.requests[2].json())  # Slack says how many failed
+    assert "*Failed runs*\\n2" in json.dumps(last_slack.json())  # Slack says how many failed
 
     history = run_now(config, stand_in.url, "history", "shop", "--json")
     assert history.returncode == 0, history.stderr

@@ -53,7 +53,9 @@ def default_pool() -> Any:
     import urllib3
 
     # One pool for every channel; urllib3's own retries are off: `Deliverer` retries.
-    return urllib3.PoolManager(retries=False)
+    # Each channel sends on its own thread (lib/notify/dispatcher.py): channels on one
+    # host (two Slack webhooks) each keep a connection instead of discarding one.
+    return urllib3.PoolManager(retries=False, maxsize=8)
 
 
 def retry_after_seconds(value: str | None, clock: Clock) -> float | None:

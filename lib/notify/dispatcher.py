@@ -81,6 +81,50 @@ def run_event(report: Mapping[str, Any]) -> str | None:
     return event
 
 
+class Worker:
+    """A queue and the thread that works it off; a task that raises is logged, and the
+    thread goes on."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
+                self._thread.start()
+
+    def put(self, task: Callable[[], None]) -> None:
+        self.start()
+        self._queue.put(task)
+
+    def _work(self) -> None:
+        while True:
+            task = self._queue.get()
+            try:
+                if task is None:
+                    return
+                task()
+            except Exception:  # a bug in an alert must not end the worker, nor touch runs
+                log.exception("%s: an alert could not be sent", self.name)
+            finally:
+                self._queue.task_done()
+
+    def join(self) -> None:
+        self._queue.join()
+
+    def close(self, timeout: float) -> bool:
+        """What is queued gets up to `timeout` seconds; True when the thread finished it."""
+        if self._thread is None:
+            return True
+        self._queue.put(None)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
 class Notifier:
     """Routes events to channels and delivers them on its own thread.
 
@@ -111,8 +155,10 @@ class Notifier:
         self.deliverer = deliverer or Deliverer(mask=mask, clock=self.clock)
         self._aws_clients = aws_clients
         self.base_url = base_url
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        # Routing (hygiene, history) on one thread; sending on one thread per channel,
+        # so a dead endpoint holds up its own channel only, never a run or another channel.
+        self._router = Worker("notifier")
+        self._senders: dict[str, Worker] = {}
         self._lock = threading.Lock()
 
     def reconfigure(self, config: Any, mask: Callable[[str], str]) -> None:
@@ -129,46 +175,42 @@ class Notifier:
     def configured(self) -> bool:
         return bool(self.routes) or any(job.heartbeat for job in self.jobs.values())
 
-    # ------------------------------------------------------------------ the worker
+    # ------------------------------------------------------------------ the workers
 
     def start(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="notifier", daemon=True)
-                self._thread.start()
-
-    def _work(self) -> None:
-        while True:
-            task = self._queue.get()
-            try:
-                if task is None:
-                    return
-                task()
-            except Exception:  # a bug in an alert must not end the worker, nor touch runs
-                log.exception("notifier: an alert could not be sent")
-            finally:
-                self._queue.task_done()
+        self._router.start()
 
     def _submit(self, task: Callable[[], None]) -> None:
-        self.start()
-        self._queue.put(task)
+        self._router.put(task)
+
+    def _sender(self, channel: str) -> Worker:
+        """The channel's own sender thread, made on first use."""
+        with self._lock:
+            worker = self._senders.get(channel)
+            if worker is None:
+                worker = self._senders[channel] = Worker(f"notify-{channel}")
+            return worker
 
     def close(self, timeout: float) -> bool:
-        """Delivers what is queued for up to `timeout` seconds; True when all went out."""
-        if self._thread is None:
-            return True
-        self._queue.put(None)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
+        """Delivers what is queued for up to `timeout` seconds in all; True when all went out."""
+        deadline = self.clock.monotonic() + timeout
+        done = self._router.close(timeout)
+        with self._lock:
+            senders = list(self._senders.values())
+        for worker in senders:
+            done = worker.close(max(0.0, deadline - self.clock.monotonic())) and done
+        if not done:
             self.deliverer.stop.set()  # a backoff wait ends now: the delivery gives up
-            left = self._queue.qsize()
-            log.error("notifier: gave up on %d queued alert(s) at shutdown", left)
-            return False
-        return True
+            log.error("notifier: gave up on alerts still queued at shutdown")
+        return done
 
     def wait_idle(self) -> None:
         """Blocks until everything submitted so far is delivered (tests, `notify test`)."""
-        self._queue.join()
+        self._router.join()
+        with self._lock:
+            senders = list(self._senders.values())
+        for worker in senders:
+            worker.join()
 
     # ------------------------------------------------------------------ what comes in
 
@@ -248,7 +290,10 @@ class Notifier:
             "failed_to_start",
         ):
             alert = build_alert(event, report, mask=self.mask, manifest=manifest)
-            self._record(report, job, healthchecks.send(alert, job.heartbeat, self.deliverer, "heartbeat"))
+            url = job.heartbeat
+            self._sender(f"heartbeat.{job.name}").put(
+                lambda: self._record(report, job, healthchecks.send(alert, url, self.deliverer, "heartbeat"))
+            )
         consecutive = len(streak) + (1 if event in FAILURE_EVENTS else 0)
         for route in self.routes:
             if not route.applies(job.name, event):
@@ -322,9 +367,7 @@ class Notifier:
             channel = self.channels.get(name)
             if channel is None:  # validate refuses this; a reload race at most
                 continue
-            result = self.send(channel, alert)
-            if result is not None:
-                self._record(report, job, result)
+            self._sender(name).put(lambda c=channel: self._record(report, job, self.send(c, alert)))
 
     def send(self, channel: Channel, alert: Alert) -> DeliveryResult | None:
         """One alert to one channel, in its native format; None when the channel has
