@@ -222,3 +222,21 @@ def test_a_missed_deadline_sends_late_once_per_fire_time(stand_in: HttpStandIn, 
     body = late.json()
     assert body["event"] == "late" and body["job"] == job.name and "07:00" in body["reason"]
     notify.close(5)
+
+
+def test_a_senders_queue_is_bounded_and_drops_the_oldest(caplog: Any) -> None:
+    import logging
+
+    from lib.notify import dispatcher
+
+    worker = dispatcher.Worker("notify-test")
+    gate, done = threading.Event(), []
+    worker.put(lambda: gate.wait(10))  # the thread is busy with this one
+    with caplog.at_level(logging.ERROR, logger="dbt_scheduler"):
+        for i in range(dispatcher.MAX_QUEUED + 5):
+            worker.put(lambda i=i: done.append(i))
+    gate.set()
+    worker.join()
+    assert len(done) <= dispatcher.MAX_QUEUED and done[-1] == dispatcher.MAX_QUEUED + 4  # the newest kept
+    assert sum("dropping the oldest" in r.getMessage() for r in caplog.records) == 1
+    assert worker.close(5)

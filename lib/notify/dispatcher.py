@@ -36,6 +36,9 @@ from lib.notify.delivery import Deliverer, DeliveryResult
 from lib.notify.message import FAILURE_EVENTS, Alert, build_alert
 
 log = logging.getLogger("dbt_scheduler")
+# Alerts one channel's sender holds at most: a dead endpoint takes up to ~47 s an alert
+# (4 attempts of 10 s and backoff), so a job every minute would queue without end.
+MAX_QUEUED = 1000
 # The alert_state row that remembers, per job, the fire time last reported `late`.
 DEADLINE_STATE = "deadline"
 
@@ -90,6 +93,7 @@ class Worker:
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.dropped = 0  # tasks dropped since the queue was last below MAX_QUEUED
 
     def start(self) -> None:
         with self._lock:
@@ -98,7 +102,20 @@ class Worker:
                 self._thread.start()
 
     def put(self, task: Callable[[], None]) -> None:
+        """Queues `task`; past MAX_QUEUED waiting (a dead endpoint and a frequent job) the
+        oldest is dropped, said once per overflow, so memory stays bounded."""
         self.start()
+        if self._queue.qsize() >= MAX_QUEUED:
+            try:
+                self._queue.get_nowait()
+                self._queue.task_done()
+                self.dropped += 1
+                if self.dropped == 1:
+                    log.error("%s: %d alerts waiting: dropping the oldest ones", self.name, MAX_QUEUED)
+            except queue.Empty:
+                pass
+        else:
+            self.dropped = 0
         self._queue.put(task)
 
     def _work(self) -> None:
