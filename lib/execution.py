@@ -44,7 +44,7 @@ from lib.locks import LockError, job_lock
 from lib.models import Job, RunOutcome, RunRecord, RunRequest, RunStatus, TriggerKind
 from lib.outbox import WRITE_ERRORS, Outbox
 from lib.report.compiled import keep_compiled_sql
-from lib.report.files import record_to_dict, write_reports
+from lib.report.files import mask_data, record_to_dict, write_reports
 from lib.run_env import EnvFileError, effective_commands, read_dotenv, read_env_file
 from lib.runners.base import CancelToken, RunContext, Runner
 from lib.secrets import SecretMasker, mask_artifacts
@@ -350,7 +350,9 @@ class Notify:
             return record
         try:
             manifest = record.run_dir / "manifest.json" if record.run_dir is not None else None
-            self.notifier.submit_finished(execution.job, record_to_dict(record), manifest)
+            # Masked with the run's own masker (its DBT_ENV_SECRET_* values), as the reports are.
+            report = mask_data(record_to_dict(record), execution.masker)
+            self.notifier.submit_finished(execution.job, report, manifest)
         except Exception as exc:  # an alert must never change what happened to the run
             log.error("%s: could not hand run %s to the notifier: %s", record.job, record.run_id, exc)
         return record

@@ -240,3 +240,21 @@ def test_a_senders_queue_is_bounded_and_drops_the_oldest(caplog: Any) -> None:
     assert len(done) <= dispatcher.MAX_QUEUED and done[-1] == dispatcher.MAX_QUEUED + 4  # the newest kept
     assert sum("dropping the oldest" in r.getMessage() for r in caplog.records) == 1
     assert worker.close(5)
+
+
+def test_quiet_hours_hold_a_failure_to_the_windows_end(stand_in: HttpStandIn, tmp_path: Path) -> None:
+    clock = FakeClock(datetime(2026, 12, 2, 23, 0, tzinfo=UTC))  # inside 22:00-07:00 UTC
+    rule = '    - {on: [failed, succeeded], to: [hook], quiet_hours: {from: "22:00", to: "07:00"}}'
+    cfg = config(tmp_path, stand_in.url, rules=rule)
+    notify, history = notifier(tmp_path, cfg, clock)
+    held: list[tuple[float, Any]] = []
+    notify._later_runner = lambda delay, send: held.append((delay, send))
+    finish(history, notify, cfg, "r1", 0, failing_report(outcome="succeeded", nodes=[]))
+    finish(history, notify, cfg, "r2", 60, failing_report())
+    assert stand_in.requests == []  # succeeded dropped, failed held
+    [(delay, send)] = held
+    assert delay == 8 * 3600  # 23:00 → 07:00
+    send()
+    notify.wait_idle()
+    assert [r.json()["event"] for r in stand_in.requests] == ["failed"]
+    notify.close(5)

@@ -162,6 +162,7 @@ class Notifier:
         deliverer: Deliverer | None = None,
         aws_clients: Callable[[Channel], Any] | None = None,
         base_url: str | None = None,
+        later: Callable[[float, Callable[[], None]], None] | None = None,
     ) -> None:
         self.channels = channels
         self.routes = routes(rules, jobs)
@@ -172,6 +173,8 @@ class Notifier:
         self.deliverer = deliverer or Deliverer(mask=mask, clock=self.clock)
         self._aws_clients = aws_clients
         self.base_url = base_url
+        # Runs a function after a delay (quiet hours); a timer thread unless injected.
+        self._later_runner = later or _timer
         # Routing (hygiene, history) on one thread; sending on one thread per channel,
         # so a dead endpoint holds up its own channel only, never a run or another channel.
         self._router = Worker("notifier")
@@ -372,9 +375,7 @@ class Notifier:
 
     def _later(self, when: datetime, send: Callable[[], None]) -> None:
         delay = max(0.0, (when - self.clock.now()).total_seconds())
-        timer = threading.Timer(delay, lambda: self._submit(send))
-        timer.daemon = True
-        timer.start()
+        self._later_runner(delay, lambda: self._submit(send))
 
     def _save_state(self, route: str, job: str, state: hygiene.AlertState) -> None:
         self.history.set_alert_state(route, job, state.last_key, state.last_sent_at, state.suppressed)
@@ -439,6 +440,12 @@ class Notifier:
             )
         except Exception as exc:  # a full disk: the delivery happened, its row waits in the log
             log.error("alert %s for %s: delivery not recorded in history: %s", result.event, job.name, exc)
+
+
+def _timer(delay: float, function: Callable[[], None]) -> None:
+    timer = threading.Timer(delay, function)
+    timer.daemon = True  # an alert held for quiet hours does not keep the process alive
+    timer.start()
 
 
 def _load_manifest(manifest: Mapping[str, Any] | Path | None) -> Mapping[str, Any] | None:
