@@ -11,7 +11,7 @@ from typing import Any
 from lib.config import parse_config
 from lib.history import History
 from lib.models import RunOutcome, RunRecord, RunStatus, TriggerKind
-from lib.notify.dispatcher import Notifier, run_event
+from lib.notify.dispatcher import Notifier, build_notifier, run_event
 from lib.secrets import SecretMasker
 from tests.fakes import FakeClock
 from tests.notify_helpers import SECRET, HttpStandIn, deliverer, failing_manifest, failing_report, stand_in
@@ -51,18 +51,7 @@ jobs:
 def notifier(tmp_path: Path, cfg: Any, clock: FakeClock) -> tuple[Notifier, History]:
     history = History(tmp_path / "history.db")
     masker = SecretMasker([SECRET, *cfg.notifications.secret_values])
-    return (
-        Notifier(
-            channels=cfg.notifications.channels,
-            rules=cfg.notifications.rules,
-            jobs=cfg.jobs,
-            history=history,
-            mask=masker,
-            clock=clock,
-            deliverer=deliverer(clock),
-        ),
-        history,
-    )
+    return build_notifier(cfg, history, masker, clock, deliverer(clock)), history
 
 
 def finish(history: History, notifier_: Notifier, cfg: Any, run_id: str, minutes: int, report: dict) -> None:

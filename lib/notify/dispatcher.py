@@ -42,6 +42,9 @@ MAX_QUEUED = 1000
 # The alert_state row that remembers, per job, the fire time last reported `late`.
 DEADLINE_STATE = "deadline"
 
+# What a job's `heartbeat:` is pinged for: its start, and its end (success or /fail). A
+# cancelled run is neither: the check's own schedule notices the missing end.
+HEARTBEAT_EVENTS = frozenset({"started", "succeeded", "warned", "failed", "timed_out", "failed_to_start"})
 # A run's outcome → the event it makes (a scheduler crash is a failure to its readers).
 OUTCOME_EVENTS = {
     "succeeded": "succeeded",
@@ -301,14 +304,7 @@ class Notifier:
         streak: Any,
     ) -> None:
         now = self.clock.now()
-        if job.heartbeat and event in (
-            "started",
-            "succeeded",
-            "warned",
-            "failed",
-            "timed_out",
-            "failed_to_start",
-        ):
+        if job.heartbeat and event in HEARTBEAT_EVENTS:
             alert = build_alert(event, report, mask=self.mask, manifest=manifest)
             url = job.heartbeat
             self._sender(f"heartbeat.{job.name}").put(
@@ -515,10 +511,15 @@ def sns_clients(aws: Any) -> Callable[[Channel], Any]:
 
 
 def build_notifier(
-    config: Any, history: Any, mask: Callable[[str], str], clock: Clock | None = None
+    config: Any,
+    history: Any,
+    mask: Callable[[str], str],
+    clock: Clock | None = None,
+    deliverer: Deliverer | None = None,
 ) -> Notifier:
     """The notifier for a Config (`notifications:`, the jobs' `notify` and `heartbeat`)."""
     return Notifier(
+        deliverer=deliverer,
         channels=config.notifications.channels,
         rules=config.notifications.rules,
         jobs=config.jobs,
