@@ -219,8 +219,9 @@ def test_a_senders_queue_is_bounded_and_drops_the_oldest(caplog: Any) -> None:
     from lib.notify import dispatcher
 
     worker = dispatcher.Worker("notify-test")
-    gate, done = threading.Event(), []
-    worker.put(lambda: gate.wait(10))  # the thread is busy with this one
+    gate, busy, done = threading.Event(), threading.Event(), []
+    worker.put(lambda: (busy.set(), gate.wait(10)))
+    assert busy.wait(10)  # the thread is inside the first task: the rest queue up
     with caplog.at_level(logging.ERROR, logger="dbt_scheduler"):
         for i in range(dispatcher.MAX_QUEUED + 5):
             worker.put(lambda i=i: done.append(i))
