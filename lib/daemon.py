@@ -42,7 +42,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lib.clock import Clock
 from lib.config import Config
@@ -51,7 +51,6 @@ from lib.execution import RunService
 from lib.history import History
 from lib.locks import daemon_lock, job_lock
 from lib.models import Job, RunRecord, RunRequest, TriggerKind
-from lib.notify.heartbeat import HeartbeatPinger
 from lib.orphans import ORPHAN_CONTAINER, ORPHAN_GONE, Fate, Liveness, fate, stop_orphan
 from lib.policies import Decision, decide_due, decide_queued, initial_next_fire, overlap_blocks
 from lib.queue_state import QueuedEntry, publish
@@ -59,6 +58,9 @@ from lib.retention import prune_and_log
 from lib.runners.base import CancelToken, Runner
 from lib.runners.local import STOP_SEQUENCE
 from lib.secrets import SecretMasker
+
+if TYPE_CHECKING:  # imported by whoever builds one (lib/cli.py): no heartbeat, no import
+    from lib.notify.heartbeat import HeartbeatPinger
 
 log = logging.getLogger("dbt_scheduler")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -66,6 +65,8 @@ def retry_after_seconds(value: str | None, clock: Clock) -> float | None:
     if value.isdigit():
         return float(value)
     try:
+        from email.utils import parsedate_to_datetime  # only a 429/503 with a date needs it
+
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None

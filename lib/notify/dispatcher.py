@@ -30,7 +30,6 @@ from lib.clock import Clock, SystemClock
 from lib.config.notify_checks import matches
 from lib.models import AlertRule, Channel, Job
 from lib.notify import hygiene
-from lib.notify.channels import email, healthchecks, pagerduty, slack, sns, teams, webhook
 from lib.notify.deadlines import late_fire_time
 from lib.notify.delivery import Deliverer, DeliveryResult
 from lib.notify.message import FAILURE_EVENTS, Alert, build_alert
@@ -308,7 +307,9 @@ class Notifier:
             alert = build_alert(event, report, mask=self.mask, manifest=manifest)
             url = job.heartbeat
             self._sender(f"heartbeat.{job.name}").put(
-                lambda: self._record(report, job, healthchecks.send(alert, url, self.deliverer, "heartbeat"))
+                lambda: self._record(
+                    report, job, _channel("healthchecks").send(alert, url, self.deliverer, "heartbeat")
+                )
             )
         consecutive = len(streak) + (1 if event in FAILURE_EVENTS else 0)
         for route in self.routes:
@@ -386,21 +387,20 @@ class Notifier:
     def send(self, channel: Channel, alert: Alert) -> DeliveryResult | None:
         """One alert to one channel, in its native format; None when the channel has
         nothing to say about this event (PagerDuty and `started`)."""
-        settings = channel.settings
-        if channel.type == "slack":
-            return slack.send(alert, str(settings["url"]), self.deliverer, channel.name)
-        if channel.type == "teams":
-            return teams.send(alert, str(settings["url"]), self.deliverer, channel.name)
-        if channel.type == "webhook":
+        settings, kind = channel.settings, channel.type
+        module = _channel(kind)  # lib/notify/channels/<type>.py
+        if kind in ("slack", "teams"):
+            return module.send(alert, str(settings["url"]), self.deliverer, channel.name)
+        if kind == "webhook":
             secret = settings.get("secret")
-            return webhook.send(
+            return module.send(
                 alert, str(settings["url"]), self.deliverer, secret and str(secret), channel.name
             )
-        if channel.type == "pagerduty":
-            url = str(settings.get("url") or pagerduty.EVENTS_URL)
-            return pagerduty.send(alert, str(settings["routing_key"]), self.deliverer, url, channel.name)
-        if channel.type == "email":
-            smtp = email.SmtpSettings(
+        if kind == "pagerduty":
+            url = str(settings.get("url") or module.EVENTS_URL)
+            return module.send(alert, str(settings["routing_key"]), self.deliverer, url, channel.name)
+        if kind == "email":
+            smtp = module.SmtpSettings(
                 host=str(settings["host"]),
                 port=int(settings.get("port", 587)),  # type: ignore[call-overload]
                 sender=str(settings["from"]),
@@ -409,13 +409,12 @@ class Notifier:
                 username=settings.get("username"),  # type: ignore[arg-type]
                 password=settings.get("password"),  # type: ignore[arg-type]
             )
-            return email.send(alert, smtp, self.deliverer, channel.name)
-        if channel.type == "sns":
+            return module.send(alert, smtp, self.deliverer, channel.name)
+        if kind == "sns":
             if self._aws_clients is None:
                 raise ValueError("an sns channel needs AWS clients")
-            return sns.send(
-                alert, str(settings["topic_arn"]), self._aws_clients(channel), self.deliverer, channel.name
-            )
+            clients = self._aws_clients(channel)
+            return module.send(alert, str(settings["topic_arn"]), clients, self.deliverer, channel.name)
         raise ValueError(f"unknown channel type {channel.type!r}")
 
     def _record(self, report: Mapping[str, Any], job: Job, result: DeliveryResult | None) -> None:
@@ -436,6 +435,15 @@ class Notifier:
             )
         except Exception as exc:  # a full disk: the delivery happened, its row waits in the log
             log.error("alert %s for %s: delivery not recorded in history: %s", result.event, job.name, exc)
+
+
+def _channel(kind: str) -> Any:
+    """The channel's module, imported when first used: a daemon that sends no e-mail never
+    loads smtplib and ssl, nor the webhook's hmac (hashlib loads OpenSSL's libcrypto, +3.6 MB
+    of RSS for an idle daemon: bench/idle.py)."""
+    import importlib
+
+    return importlib.import_module(f"lib.notify.channels.{kind}")
 
 
 def _timer(delay: float, function: Callable[[], None]) -> None:

@@ -7,7 +7,6 @@ can never leak a secret that reached a dbt message, a reason or a URL.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,6 +120,8 @@ def failure_key(job: str, event: str, failing_ids: Sequence[str], reason: str | 
     failing nodes, or the event and reason when no node failed (a timeout, a failed
     start). The same failure on the next run gives the same key."""
     what = ",".join(sorted(set(failing_ids))) or f"{event}:{reason or ''}"
+    import hashlib  # here, not at the top: see lib/notify/dispatcher.py `_channel`
+
     digest = hashlib.sha256(f"{job}\n{what}".encode()).hexdigest()[:16]
     return f"{job}-{digest}"
 
