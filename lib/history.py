@@ -479,6 +479,14 @@ class History:
                 streak.append(_row_to_dict(row))
         return streak
 
+    def ran_before(self, job: str, moment: datetime) -> bool:
+        """Whether any run of `job` started before `moment` (the job existed then)."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM runs WHERE job = ? AND started_at < ? LIMIT 1", (job, _iso(moment))
+            ).fetchone()
+        return row is not None
+
     def last_success(self, job: str) -> datetime | None:
         """When the job's latest successful run finished (for `deadline:`)."""
         with self._connect() as conn:

@@ -248,3 +248,28 @@ def test_quiet_hours_hold_a_failure_to_the_windows_end(stand_in: HttpStandIn, tm
     notify.wait_idle()
     assert [r.json()["event"] for r in stand_in.requests] == ["failed"]
     notify.close(5)
+
+
+def test_a_recovery_clears_every_rules_memory_also_one_without_recovered(
+    stand_in: HttpStandIn, tmp_path: Path
+) -> None:
+    clock = FakeClock(T0)
+    cfg = config(tmp_path, stand_in.url, rules="    - {on: [failed], to: [hook]}")
+    notify, history = notifier(tmp_path, cfg, clock)
+    finish(history, notify, cfg, "r1", 0, failing_report())
+    finish(history, notify, cfg, "r2", 60, failing_report(outcome="succeeded", nodes=[]))
+    finish(history, notify, cfg, "r3", 120, failing_report())  # the same nodes, an hour later
+    assert [r.json()["event"] for r in stand_in.requests] == ["failed", "failed"]
+    notify.close(5)
+
+
+def test_a_deadline_missed_before_a_new_job_existed_is_not_late(
+    stand_in: HttpStandIn, tmp_path: Path
+) -> None:
+    clock = FakeClock(datetime(2026, 12, 2, 9, 0, tzinfo=UTC))  # today's 07:00 is past
+    cfg = config(tmp_path, stand_in.url, rules="    - {on: [late], to: [hook]}", notify='deadline: "07:00"')
+    notify, _ = notifier(tmp_path, cfg, clock)
+    assert notify.check_deadlines(clock.now()) == []  # the job was just added: no history at all
+    clock.set(datetime(2026, 12, 3, 7, 0, tzinfo=UTC))
+    assert notify.check_deadlines(clock.now()) == ["nightly"]  # tomorrow's, watched, is late
+    notify.close(5)

@@ -64,10 +64,11 @@ class Route:
     rule: AlertRule
     only_job: str | None = None
 
+    def covers(self, job: str) -> bool:
+        return (self.only_job is None or job == self.only_job) and matches(self.rule, job)
+
     def applies(self, job: str, event: str) -> bool:
-        if self.only_job is not None and job != self.only_job:
-            return False
-        return event in self.rule.on and matches(self.rule, job)
+        return event in self.rule.on and self.covers(job)
 
 
 def routes(rules: tuple[AlertRule, ...], jobs: Mapping[str, Job]) -> list[Route]:
@@ -175,6 +176,8 @@ class Notifier:
         self.deliverer = deliverer or Deliverer(mask=mask, clock=self.clock)
         self._aws_clients = aws_clients
         self.base_url = base_url
+        # Deadlines that passed before this moment count only for jobs that existed then.
+        self.watching_since = self.clock.now()
         # Runs a function after a delay (quiet hours); a timer thread unless injected.
         self._later_runner = later or _timer
         # Routing (hygiene, history) on one thread; sending on one thread per channel,
@@ -271,6 +274,10 @@ class Notifier:
             if found is None:
                 continue
             fire, due_by = found
+            if due_by < self.watching_since and not self.history.ran_before(job.name, fire):
+                # Missed before this process watched, by a job that did not exist then (just
+                # added to jobs.yaml): not late. One that did exist is (the box was down).
+                continue
             said = self.history.alert_state(DEADLINE_STATE, job.name) or {}
             if said.get("last_key") == fire.isoformat():
                 continue
@@ -293,6 +300,11 @@ class Notifier:
             self._deliver(job, event, report, manifest, ())
             if streak and event in ("succeeded", "warned"):
                 self._deliver(job, "recovered", report, manifest, streak)
+                # The incident is over for every rule, also those that do not send
+                # `recovered`: the next failure is news, whatever its nodes.
+                for route in self.routes:
+                    if route.covers(job.name) and "recovered" not in route.rule.on:
+                        self._save_state(route.key, job.name, hygiene.AlertState())
 
     def _deliver(
         self,
