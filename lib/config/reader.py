@@ -8,7 +8,6 @@ So a line number always belongs to the value it is reported with.
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 
 import yaml
@@ -31,13 +30,6 @@ def read_yaml(text: str, source: str = "jobs.yaml") -> tuple[Any, dict[str, int]
     nesting past MAX_DEPTH) before building any object.
     """
     loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    # Reading allocates a few hundred thousand objects and keeps most of them, so each
-    # cyclic-GC pass during it walks an ever larger heap, for nothing: reading makes no
-    # cycles. Paused, the collector meets them once, afterwards. On the 10,000-job bench
-    # file (bench/scale.py) load + first fire times took 2.7 s with the collector on and
-    # 1.1-1.3 s paused, on a 2-core box.
-    was_enabled = gc.isenabled()
-    gc.disable()
     try:
         return read_nodes(text, loader_cls, source)
     except yaml.YAMLError as exc:
@@ -45,9 +37,6 @@ def read_yaml(text: str, source: str = "jobs.yaml") -> tuple[Any, dict[str, int]
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError([ConfigIssue("", f"invalid YAML: {problem}", line=line, file=source)]) from None
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def read_nodes(text: str, loader_cls: type, source: str = "jobs.yaml") -> tuple[Any, dict[str, int]]:
