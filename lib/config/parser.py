@@ -349,9 +349,9 @@ def _check_channel_references(
             check(f"notifications.rules[{i}].to", rule.get("to"))
     jobs = data.get("jobs")
     for name, raw in jobs.items() if isinstance(jobs, dict) else ():
-        if isinstance(raw, dict):
+        if isinstance(raw, dict):  # the job's own notify (null: none), else the defaults'
             where = f"jobs.{name}.notify" if "notify" in raw else "defaults.notify"
-            check(where, _merge(defaults, raw).get("notify"))
+            check(where, raw["notify"] if "notify" in raw else defaults.get("notify"))
 
 
 def _check_runner_needs(job: Job, aws: AwsSettings | None, issues: Issues) -> None:
