@@ -47,7 +47,7 @@ from lib.report.compiled import keep_compiled_sql
 from lib.report.files import mask_data, record_to_dict, write_reports
 from lib.run_env import EnvFileError, effective_commands, read_dotenv, read_env_file
 from lib.runners.base import CancelToken, RunContext, Runner
-from lib.secrets import SecretMasker, mask_artifacts
+from lib.secrets import WORK_PATTERNS, SecretMasker, mask_artifacts
 from lib.statedir import write_problem
 
 if TYPE_CHECKING:
@@ -429,7 +429,8 @@ def keep_compiled_sql_of_nodes(execution: Execution, next_: Next) -> RunRecord:
 
 def mask_secrets(execution: Execution, next_: Next) -> RunRecord:
     """Step: what the run brought back is masked before any other step reads it: the dbt
-    artifacts kept in the run folder, the reason and every node message."""
+    artifacts kept in the run folder, dbt's log and target/ in a kept `work/`, the reason
+    and every node message."""
     record = next_(execution)
     masker = execution.masker
     try:
@@ -437,6 +438,9 @@ def mask_secrets(execution: Execution, next_: Next) -> RunRecord:
         # quotes (a database error echoing a value) nor in the artifacts it writes:
         # mask the copies kept with the run before anything reads them again.
         mask_artifacts(execution.folder, masker)
+        work = execution.folder / "work"  # kept when the run failed
+        if work.is_dir():
+            mask_artifacts(work, masker, WORK_PATTERNS)
     except OSError as exc:
         log.error("%s: could not mask the dbt artifacts in %s: %s", record.job, execution.folder, exc)
     outcome = _masked(record.outcome, masker)

@@ -119,8 +119,25 @@ ARTIFACT_PATTERNS = (
 )
 
 
-def mask_artifacts(directory: Path, mask: SecretMasker) -> list[Path]:
-    """Rewrite the dbt artifacts in `directory` with every secret masked; returns those changed.
+# What dbt leaves in a run's `work/` folder, kept with a failed run for debugging (see
+# retention's keep_failed_work): its log and its target/ artifacts, compiled and run SQL.
+# dbt masks a DBT_ENV_SECRET_* value only whole, so the lines of a multi-line one (a PEM
+# key a Python model printed) reach logs/dbt.log and run_results.json as they are.
+# partial_parse.msgpack, graph.gpickle and the DuckDB file are binary and left alone:
+# dbt refuses DBT_ENV_SECRET_* in models, so they hold no secret dbt was given by name.
+WORK_PATTERNS = (
+    "logs/*.log",
+    "target/*.json",
+    "target/compiled/**/*",
+    "target/run/**/*",
+)
+
+
+def mask_artifacts(
+    directory: Path, mask: SecretMasker, patterns: Iterable[str] = ARTIFACT_PATTERNS
+) -> list[Path]:
+    """Rewrite the dbt artifacts in `directory` (the files matching `patterns`) with every
+    secret masked; returns those changed.
 
     Masking the JSON text keeps it valid JSON: `*****` replaces characters inside a
     string (the escaped form of a secret is what JSON holds, see `_forms`). A file is
@@ -128,8 +145,10 @@ def mask_artifacts(directory: Path, mask: SecretMasker) -> list[Path]:
     Files that cannot be read or written are left as they are (the caller logs).
     """
     changed = []
-    for pattern in ARTIFACT_PATTERNS:
+    for pattern in patterns:
         for path in sorted(directory.glob(pattern)):
+            if not path.is_file() or path.name.endswith(".masking"):
+                continue
             text = path.read_text(encoding="utf-8", errors="surrogateescape")
             masked = mask(text)
             if masked != text:
