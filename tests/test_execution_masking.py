@@ -104,3 +104,35 @@ def test_an_ecs_jobs_masker_knows_the_aws_env_files_secrets(
     ecs_mask = app.service.masker_for(config.jobs["on_ecs"])
     assert ecs_mask("pw hunter2-Zq9 for svc_loader") == "pw ***** for svc_loader"
     assert app.service.masker_for(config.jobs["local"])("hunter2-Zq9") == "hunter2-Zq9"
+
+
+def test_a_failed_runs_kept_work_folder_is_masked_too(
+    make_config: Callable[..., Config], make_app: Callable[..., App]
+) -> None:
+    """dbt masks a secret only whole: the lines of a PEM a model printed reach its own log
+    and run_results.json in work/, which a failed run keeps for debugging."""
+
+    def leaves_work(ctx: RunContext) -> RunOutcome:
+        work = ctx.run_dir / "work"
+        (work / "logs").mkdir(parents=True)
+        (work / "target" / "compiled" / "shop").mkdir(parents=True)
+        lines = "\n".join(f"12:00:00  {line}" for line in PEM.splitlines())
+        (work / "logs" / "dbt.log").write_text(lines)
+        (work / "target" / "run_results.json").write_text(json.dumps({"message": PEM}))
+        (work / "target" / "compiled" / "shop" / "orders.sql").write_text(
+            f"-- {SECRETS['DBT_ENV_SECRET_PW']}"
+        )
+        (work / "shop.duckdb").write_bytes(b"\x00binary, left alone\xff")
+        return RunOutcome(RunStatus.FAILED, reason="1 error", exit_code=1)
+
+    config = make_config({"nightly": {"schedule": "0 5 * * *", "env": SECRETS}})
+    app = make_app(config, FakeRunner(leaves_work))
+    job = config.jobs["nightly"]
+    for _ in range(2):
+        record = app.service.execute(app.service.new_request(job, TriggerKind.MANUAL))
+        assert record.run_dir is not None
+        work = record.run_dir / "work"
+        for path in (work / "logs" / "dbt.log", work / "target" / "run_results.json"):
+            assert "*****" in path.read_text() and not leaks(path.read_text()), path
+        assert (work / "target" / "compiled" / "shop" / "orders.sql").read_text() == "-- *****"
+        assert (work / "shop.duckdb").read_bytes() == b"\x00binary, left alone\xff"
