@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from lib.aws.clients import AwsClients
 from lib.bootstrap import bootstrap_policy, runtime_policy
-from lib.bootstrap.policies import EXECUTION_POLICY_NAME
+from lib.bootstrap.policies import EXECUTION_POLICY_NAME, execution_role_policy
+from lib.config import parse_config
 from lib.models import AwsSettings
 from tests.aws_helpers import ACCOUNT, REGION
 from tests.test_bootstrap import README_SETTINGS, bootstrap, make_repo, statuses
@@ -295,3 +297,23 @@ def test_the_bootstrap_policy_lets_the_iam_step_look_up_secrets_and_nothing_else
     only_ssm = replace(README_SETTINGS, secrets=(("B", parameter),))
     assert bootstrap_policy(only_ssm) == bootstrap_policy(README_SETTINGS)
     assert runtime_policy(with_secrets) == runtime_policy(README_SETTINGS)
+
+
+def test_the_readme_shows_the_statements_the_code_writes(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    after = readme.split("adds exactly these statements to the execution role's inline", 1)[1]
+    shown = json.loads(after.split("```json\n", 1)[1].split("```", 1)[0])
+    yaml_block = readme.split("# 2. jobs.yaml\n", 1)[1].split("```", 1)[0]
+    aws = yaml.safe_load(yaml_block)["aws"]
+    parsed = parse_config({"aws": aws, "jobs": {}}, base_dir=tmp_path).aws  # the example is valid
+    assert parsed is not None and len(parsed.secrets) == 2 and parsed.kms_key == aws["kms_key"]
+    secrets = sorted(aws["secrets"].values())
+    written = execution_role_policy(
+        aws["bucket"],
+        "dbt-scheduler/dbt.env",
+        parameters=[arn for arn in secrets if ":ssm:" in arn],
+        # The example's secret ARN is a full one (with -AbCdEf): granted without its JSON key.
+        secrets=[arn.split(":token::")[0] for arn in secrets if ":secretsmanager:" in arn],
+        kms_key=aws["kms_key"],
+    )
+    assert written["Statement"][2:] == shown

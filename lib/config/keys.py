@@ -708,7 +708,7 @@ AWS = Section(
             "NAME`, optionally `:JSON-KEY:VERSION-STAGE:VERSION-ID`): the ECS agent injects each value "
             "into every ECS task, and bootstrap lets the execution role read exactly these. The "
             "recommended home of ECS secrets; name them `DBT_ENV_SECRET_*` so dbt masks them. See "
-            "[Secrets](#secrets).",
+            "[ECS jobs: `aws.secrets`](#ecs-jobs-awssecrets).",
             {
                 "type": "object",
                 "propertyNames": {"pattern": f"^{checks.ENV_NAME.pattern}$"},
