@@ -100,6 +100,10 @@ class AwsSettings:
     bucket: str | None = None  # holds the env file and the run artifacts
     env_file: Path | None = None  # the local .env that bootstrap uploads
     env_file_key: str = "dbt-scheduler/dbt.env"
+    # (variable name, SSM parameter or Secrets Manager ARN), sorted by name: the container's
+    # `secrets`, which the ECS agent reads with the execution role before the task starts.
+    secrets: tuple[tuple[str, str], ...] = ()
+    kms_key: str | None = None  # the customer managed KMS key those secrets are encrypted with
     artifacts_prefix: str = "dbt-scheduler/artifacts"
     execution_role: str = "dbt-scheduler-execution"
     task_role: str = "dbt-scheduler-task"

@@ -31,6 +31,26 @@ class EnvFileError(ValueError):
 _SELECTION_OPTIONS = frozenset({"--select", "-s", "--models", "-m", "--model", "--selector"})
 # dbt colours its output even into a pipe: run.log, reports and the journal want none.
 NO_COLOUR = {"DBT_USE_COLORS": "false", "DBT_USE_COLORS_FILE": "false"}
+# Every name `container_variables` may set besides the job's own env (tests/test_run_env.py
+# checks it): an ECS container secret (aws.secrets) may not take one, since ECS refuses a
+# name that is both a secret and an environment variable of the container.
+SCHEDULER_VARIABLES = frozenset(
+    {
+        "DBT_COMMANDS",
+        "DBT_SCHEDULER_JOB",
+        "DBT_SCHEDULER_RUN_ID",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS",
+        *NO_COLOUR,
+        "DBT_TARGET",
+        "DBT_GIT_URL",
+        "DBT_GIT_REF",
+        "DBT_GIT_SUBDIR",
+        "DBT_PROJECT_DIR",
+        "DBT_ALLOW_FAILURE",
+        "DBT_ARTIFACTS_S3_URI",
+        "DBT_ARTIFACTS_DIR",
+    }
+)
 
 
 def _without_selection(words: list[str]) -> list[str]:

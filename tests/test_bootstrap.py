@@ -93,8 +93,11 @@ class FakeEngine:
 
 @pytest.fixture
 def repo_root(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo")
+
+
+def make_repo(root: Path) -> Path:
     """A git checkout holding docker/Dockerfile, like the scheduler's own repository."""
-    root = tmp_path / "repo"
     (root / "docker").mkdir(parents=True)
     (root / "docker" / "Dockerfile").write_text("FROM scratch\n")
     git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.com"]
@@ -498,10 +501,19 @@ def test_normalising_ignores_what_aws_adds() -> None:
                 "mountPoints": [],
                 "volumesFrom": [],
                 "systemControls": [],
+                "secrets": [],  # no secrets
             }
         ],
     }
     assert normalise_task_definition(described) == normalise_task_definition(ours)
+    secrets = [{"name": "B", "valueFrom": "arn:b"}, {"name": "A", "valueFrom": "arn:a"}]
+    with_secrets = {**ours, "containerDefinitions": [{**ours["containerDefinitions"][0], "secrets": secrets}]}
+    reordered = {
+        **ours,
+        "containerDefinitions": [{**ours["containerDefinitions"][0], "secrets": secrets[::-1]}],
+    }
+    assert normalise_task_definition(with_secrets) == normalise_task_definition(reordered)
+    assert normalise_task_definition(with_secrets) != normalise_task_definition(ours)
     not_essential = {**ours, "containerDefinitions": [{"name": "dbt", "image": "i", "essential": False}]}
     assert normalise_task_definition(not_essential) != normalise_task_definition(ours)
 
@@ -1072,8 +1084,14 @@ def test_the_bootstrap_policy_is_exactly_what_provisioning_needs() -> None:
             },
         ],
     }
-    # Every call a bootstrap step makes (the map describe_error names denied calls with).
-    assert set(OPERATION_ACTIONS.values()) <= actions(bootstrap_policy(README_SETTINGS))
+    # Every call a bootstrap step makes (the map describe_error names denied calls with); the
+    # iam step looks Secrets Manager secrets up only when aws.secrets names some.
+    secret = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:dbt/pw"
+    with_secrets = replace(README_SETTINGS, secrets=(("DBT_ENV_SECRET_PW", secret),))
+    assert set(OPERATION_ACTIONS.values()) <= actions(bootstrap_policy(with_secrets))
+    assert set(OPERATION_ACTIONS.values()) - actions(bootstrap_policy(README_SETTINGS)) == {
+        "secretsmanager:DescribeSecret"
+    }
 
 
 def test_the_readme_shows_the_runtime_policy_the_code_prints() -> None:

@@ -677,10 +677,143 @@ def test_an_ecs_jobs_env_holds_no_secret_and_a_git_url_no_credential(tmp_path: P
     )
     errors = errors_of(path)
     ecs = [e for e in errors if "jobs.on_ecs.env" in e]
-    assert len(ecs) == 2 and all("put secrets in `aws.env_file`" in e for e in ecs), errors
+    assert len(ecs) == 2 and all("put secrets in `aws.secrets` (or `aws.env_file`)" in e for e in ecs), errors
     assert any("DBT_ENV_SECRET_SNOWFLAKE_PASSWORD" in e for e in ecs)
     assert any("WAREHOUSE_URL" in e for e in ecs)
     assert not any("TARGET_SCHEMA" in e for e in errors)
     [tokened] = [e for e in errors if "jobs.tokened.git" in e]
     assert "DBT_ENV_SECRET_GIT_TOKEN" in tokened and "ghp_abc123" not in tokened
     assert not any("over_ssh" in e for e in errors)  # ssh://git@ names a user
+
+
+# --------------------------------------------------------------------------- aws.secrets, aws.kms_key
+
+PARAMETER_ARN = "arn:aws:ssm:eu-west-1:123456789012:parameter/dbt/snowflake_password"
+SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:dbt/snowflake-AbCdEf"
+KEY_ARN = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def test_aws_secrets_are_read_sorted_by_name_with_their_kms_key(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"""\
+        aws:
+          region: eu-west-1
+          secrets:
+            SNOWFLAKE_USER: "{SECRET_ARN}:user::"
+            DBT_ENV_SECRET_SNOWFLAKE_PASSWORD: {PARAMETER_ARN}
+          kms_key: {KEY_ARN}
+        jobs:
+          nightly:
+            schedule: '0 6 * * *'
+            runner: ecs
+            git: https://github.com/acme/shop.git
+            env: {{SNOWFLAKE_ROLE: transformer}}
+        """,
+    )
+    aws = load_config(path).aws
+    assert aws is not None
+    assert aws.secrets == (
+        ("DBT_ENV_SECRET_SNOWFLAKE_PASSWORD", PARAMETER_ARN),
+        ("SNOWFLAKE_USER", f"{SECRET_ARN}:user::"),
+    )
+    assert aws.kms_key == KEY_ARN
+    without = parse_config({"aws": {"region": "eu-west-1"}, "jobs": {}}, base_dir=tmp_path).aws
+    assert without is not None and (without.secrets, without.kms_key) == ((), None)
+
+
+def test_aws_secrets_errors_name_the_line_and_the_fix(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"""\
+        aws:
+          region: eu-west-1
+          secrets:
+            DBT_ENV_SECRET_OK: {PARAMETER_ARN}
+            BAD-NAME: {PARAMETER_ARN}
+            DBT_COMMANDS: {PARAMETER_ARN}
+            PLAIN: /dbt/snowflake_password
+            WRONG_SERVICE: arn:aws:s3:::bucket/pw
+            JSON_KEY_ALONE: "{SECRET_ARN}:password"
+            NUMBER: 5
+          kms_key: arn:aws:kms:eu-west-1:123456789012:alias/dbt
+        jobs: {{}}
+        """,
+    )
+    assert errors_of(path) == [
+        f"{path}:5 aws.secrets.BAD-NAME: is not a valid environment variable name "
+        "(letters, digits and _, not first a digit)",
+        f"{path}:6 aws.secrets.DBT_COMMANDS: dbt-scheduler sets DBT_COMMANDS in every task itself: "
+        "give the secret another name",
+        f"{path}:7 aws.secrets.PLAIN: '/dbt/snowflake_password' is a name, not an ARN: give the full ARN, "
+        "arn:aws:ssm:REGION:ACCOUNT:parameter/dbt/snowflake_password or "
+        "arn:aws:secretsmanager:REGION:ACCOUNT:secret:dbt/snowflake_password "
+        "(the execution role's policy names the exact resources it may read)",
+        f"{path}:8 aws.secrets.WRONG_SERVICE: 'arn:aws:s3:::bucket/pw' names a resource of s3: ECS reads "
+        f"secrets from SSM Parameter Store ({PARAMETER_ARN}) or Secrets Manager ({SECRET_ARN})",
+        f"{path}:9 aws.secrets.JSON_KEY_ALONE: '{SECRET_ARN}:password': after the secret's name ECS takes "
+        ":JSON-KEY:VERSION-STAGE:VERSION-ID, all three (an empty one keeps its colon), "
+        f"e.g. {SECRET_ARN}:password::",
+        f"{path}:10 aws.secrets.NUMBER: must be the ARN of an SSM parameter or Secrets Manager secret, got 5",
+        f"{path}:11 aws.kms_key: 'arn:aws:kms:eu-west-1:123456789012:alias/dbt' is an alias ARN: kms:Decrypt "
+        "is authorised on the key an alias points to, never on the alias, so give the key's ARN "
+        "(aws kms describe-key --key-id alias/NAME --query KeyMetadata.Arn prints it)",
+    ]
+
+
+def test_aws_secrets_must_be_a_mapping_and_a_name_is_given_once(tmp_path: Path) -> None:
+    listed = write(tmp_path, f"aws:\n  region: eu-west-1\n  secrets: [{PARAMETER_ARN}]\njobs: {{}}\n")
+    [error] = errors_of(listed)
+    assert error.startswith(f"{listed}:3 aws.secrets: must be a mapping of variable name → ARN, e.g. ")
+    twice = write(
+        tmp_path,
+        f"aws:\n  region: eu-west-1\n  secrets:\n    PW: {PARAMETER_ARN}\n    PW: {SECRET_ARN}\njobs: {{}}\n",
+    )
+    [error] = errors_of(twice)
+    assert "aws.secrets.PW" in error and "duplicate key" in error and ":5" in error, error
+
+
+def test_a_kms_key_without_secrets_decrypts_nothing(tmp_path: Path) -> None:
+    path = write(tmp_path, f"aws:\n  region: eu-west-1\n  kms_key: {KEY_ARN}\njobs: {{}}\n")
+    assert errors_of(path) == [
+        f"{path}:3 aws.kms_key: nothing is decrypted with it: it is the key aws.secrets are encrypted "
+        "with — set aws.secrets, or remove aws.kms_key"
+    ]
+
+
+def test_an_ecs_jobs_env_may_not_set_a_name_aws_secrets_sets(tmp_path: Path, project: Path) -> None:
+    """ECS refuses a name that is both a secret and an environment variable of the container; a
+    local job's env is its own business (aws.secrets reach ECS tasks only)."""
+    path = write(
+        tmp_path,
+        f"""\
+        aws:
+          region: eu-west-1
+          secrets: {{SNOWFLAKE_USER: {PARAMETER_ARN}}}
+        defaults:
+          env: {{SNOWFLAKE_USER: from_defaults}}
+        jobs:
+          on_ecs:
+            schedule: '0 6 * * *'
+            runner: ecs
+            git: https://github.com/acme/shop.git
+            env:
+              SNOWFLAKE_USER: loader
+          inherits:
+            schedule: '0 6 * * *'
+            runner: ecs
+            git: https://github.com/acme/shop.git
+          local:
+            schedule: '0 6 * * *'
+            project_dir: proj
+        """,
+    )
+    message = (
+        "is also in aws.secrets: a variable is either a secret of the task or in its environment, "
+        "not both — remove one"
+    )
+    # Once where it is written: the job's own env, and defaults (which two jobs inherit).
+    assert errors_of(path) == [
+        f"{path}:12 jobs.on_ecs.env.SNOWFLAKE_USER: {message}",
+        f"{path}:5 defaults.env.SNOWFLAKE_USER: {message}",
+    ]

@@ -71,3 +71,26 @@ def test_colours_are_off_for_local_and_container_runs(tmp_path: Path) -> None:
     ):
         assert env["DBT_USE_COLORS"] == "false"
         assert env["DBT_USE_COLORS_FILE"] == "false"
+
+
+def test_scheduler_variables_names_every_variable_a_container_run_is_given() -> None:
+    """aws.secrets refuses these names (ECS refuses a name that is both a secret and in the
+    environment): the list must hold every name container_variables sets beside the job's env."""
+    from lib.models import GitSource
+    from lib.run_env import SCHEDULER_VARIABLES
+
+    everything = job(
+        "dbt build",
+        "dbt test",
+        git=GitSource("file:///srv/repo.git", ref="main", subdir="analytics"),
+        target="prod",
+        allow_failure=frozenset({0}),
+        env={"MINE": "1"},
+    )
+    request = RunRequest(everything, "r1", TriggerKind.MANUAL)
+    from_git = container_variables(everything, request, "s3://b/p/j/r1", artifacts_dir="/artifacts")
+    local = job("dbt build", project_dir=Path("/srv/shop"))
+    from_folder = container_variables(
+        local, RunRequest(local, "r2", TriggerKind.MANUAL), project_dir="/project"
+    )
+    assert (set(from_git) - {"MINE"}) | set(from_folder) == SCHEDULER_VARIABLES

@@ -21,10 +21,13 @@ class AwsClients:
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def client(self, service: str) -> Any:
-        """The shared client for `service` (ecs, s3, iam, ecr, logs, sts…)."""
+    def client(self, service: str, region: str | None = None) -> Any:
+        """The shared client for `service` (ecs, s3, iam, ecr, logs, sts…) in aws.region,
+        or in `region` (a secret of aws.secrets may live in another Region)."""
+        region = region or self.settings.region
+        key = service if region == self.settings.region else f"{service}@{region}"
         with self._lock:
-            if service not in self._clients:
+            if key not in self._clients:
                 if self._session is None:
                     # botocore, not boto3: the same clients without boto3's resource layer,
                     # 2.5 MB less for an idle daemon (bench/idle.py --runner ecs). Imported
@@ -32,13 +35,13 @@ class AwsClients:
                     import botocore.session
 
                     self._session = botocore.session.get_session()
-                kwargs: dict[str, Any] = {"region_name": self.settings.region}
+                kwargs: dict[str, Any] = {"region_name": region}
                 if self.settings.endpoint_url:
                     kwargs["endpoint_url"] = self.settings.endpoint_url
                 # A botocore session has create_client; a boto3 one (tests share one) has client.
                 create = getattr(self._session, "create_client", None) or self._session.client
-                self._clients[service] = create(service, **kwargs)
-            return self._clients[service]
+                self._clients[key] = create(service, **kwargs)
+            return self._clients[key]
 
     def ecs(self) -> Any:
         return self.client("ecs")

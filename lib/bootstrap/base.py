@@ -169,6 +169,8 @@ OPERATION_ACTIONS: dict[str, str] = {
     "CreateLogGroup": "logs:CreateLogGroup",
     "PutRetentionPolicy": "logs:PutRetentionPolicy",
     "DeleteRetentionPolicy": "logs:DeleteRetentionPolicy",
+    # secretsmanager: the iam step looks up the secrets of aws.secrets (metadata only)
+    "DescribeSecret": "secretsmanager:DescribeSecret",
     # ecs (RegisterTaskDefinition with role ARNs also needs iam:PassRole on both roles)
     "DescribeClusters": "ecs:DescribeClusters",
     "DescribeTaskDefinition": "ecs:DescribeTaskDefinition",

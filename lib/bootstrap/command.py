@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lib.aws.arns import SECRETS_MANAGER
 from lib.aws.clients import AwsClients
 from lib.bootstrap.base import (
     BootstrapConfigError,
@@ -50,6 +51,7 @@ from lib.bootstrap.env_file import check_env_file, ensure_env_file
 from lib.bootstrap.iam import ensure_iam
 from lib.bootstrap.image import ensure_image
 from lib.bootstrap.log_group import RETENTION_DAYS, ensure_log_group
+from lib.bootstrap.policies import secret_arns
 from lib.bootstrap.profiles import ensure_profiles
 from lib.bootstrap.task_definition import ensure_task_definition
 from lib.config import Config
@@ -76,7 +78,7 @@ STEPS: tuple[Step, ...] = (
 )
 STEP_NAMES = tuple(step.name for step in STEPS)
 # Services bootstrap talks to: the dry-run guard hooks each of them.
-_SERVICES = ("s3", "iam", "ecr", "logs", "ecs", "sts")
+_SERVICES = ("s3", "iam", "ecr", "logs", "ecs", "sts", "secretsmanager")
 _READ_ONLY_PREFIXES = ("Describe", "Get", "List", "Head")
 
 
@@ -156,14 +158,19 @@ def preflight(
 
 
 @contextmanager
-def read_only(clients: AwsClients) -> Iterator[None]:
-    """While active, any AWS call other than Describe*/Get*/List*/Head* raises."""
+def read_only(clients: AwsClients, settings: AwsSettings | None = None) -> Iterator[None]:
+    """While active, any AWS call other than Describe*/Get*/List*/Head* raises (also from
+    the Secrets Manager clients of the other Regions `settings.secrets` name)."""
 
     def refuse(model: Any, **_: Any) -> None:
         if not model.name.startswith(_READ_ONLY_PREFIXES):
             raise PermissionError(f"dry run: refused to call {model.name} (it writes)")
 
+    # The iam step looks secrets up in their own Region: those clients are guarded too.
+    refs = secret_arns(settings) if settings is not None else []
+    regions = sorted({ref.region for ref in refs if ref.service == SECRETS_MANAGER})
     hooked = [clients.client(service) for service in _SERVICES]
+    hooked += [clients.client("secretsmanager", region) for region in regions]
     for client in hooked:
         client.meta.events.register("before-call", refuse, unique_id="bootstrap-dry-run")
     try:
@@ -198,7 +205,7 @@ def run_steps(
         ctx.say = say
     results: list[StepResult] = []
     failed: set[str] = set()
-    with read_only(clients) if dry_run else _nothing():
+    with read_only(clients, settings) if dry_run else _nothing():
         for step in STEPS:
             if step.name not in selected:
                 continue

@@ -163,7 +163,8 @@ def check_env_file(path: Path) -> EnvFileCheck:
 
 def ensure_env_file(ctx: StepContext) -> StepResult:
     """Validates aws.env_file, makes sure the bucket exists, is private and encrypted,
-    and uploads the file when its content differs from the object's.
+    and uploads the file when its content differs from the object's. A name that is also
+    in aws.secrets fails the step before anything is written.
 
     Bucket: created in aws.region when missing; all four public-access blocks on;
     default encryption SSE-S3 (AES256) when the bucket has none (an existing aws:kms
@@ -181,6 +182,14 @@ def ensure_env_file(ctx: StepContext) -> StepResult:
         plan.warn(warning)
     if not check.ok:
         return plan.fail("\n".join(check.errors))
+    # ECS does not document which value a task gets for a name that is both in its env
+    # file and among its secrets: one place per variable.
+    both = sorted(set(check.names) & {name for name, _ in settings.secrets})
+    if both:
+        return plan.fail(
+            f"{settings.env_file}: {', '.join(both)} {'is' if len(both) == 1 else 'are'} also in "
+            "aws.secrets: keep a secret in aws.secrets only and remove it from the env file"
+        )
 
     s3 = ctx.clients.s3()
     bucket, key = ctx.bucket, settings.env_file_key

@@ -1,9 +1,9 @@
 """Step `iam`: the task execution role and the task role, both assumable by ECS tasks.
 
 The execution role is what the ECS agent uses before the container starts: pull
-the image, create the awslogs stream (AmazonECSTaskExecutionRolePolicy) and read
-the env file (our inline policy). The task role is what the dbt container itself
-gets: it may only write run artifacts under aws.artifacts_prefix.
+the image, create the awslogs stream (AmazonECSTaskExecutionRolePolicy), read the
+env file and the container's secrets (our inline policy). The task role is what the
+dbt container itself gets: it may only write run artifacts under aws.artifacts_prefix.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from lib.aws.arns import SECRET_SUFFIX, SSM
 from lib.bootstrap.base import EXECUTION_MANAGED_POLICY, Plan, StepContext, StepResult, error_code
 from lib.bootstrap.policies import (
     EXECUTION_POLICY_NAME,
@@ -20,6 +21,7 @@ from lib.bootstrap.policies import (
     ecs_tasks_trust_policy,
     execution_role_policy,
     same_policy,
+    secret_arns,
     task_role_policy,
 )
 
@@ -44,18 +46,24 @@ def ensure_iam(ctx: StepContext) -> StepResult:
     execution role also gets AmazonECSTaskExecutionRolePolicy attached. Documents are
     compared as parsed JSON, ignoring key, statement and list order, so re-running is
     `unchanged`. Other managed policies found on the roles are left alone, with a warning.
+    The execution role's policy names aws.secrets' resources (`secret_resources`): a
+    Secrets Manager secret that does not exist fails the step before anything is written.
     """
     s = ctx.settings
     plan = Plan(NAME, ctx.dry_run)
+    try:  # before any write: a secret that cannot be found changes nothing
+        parameters, secrets = secret_resources(ctx)
+    except ValueError as exc:
+        return plan.fail(str(exc))
     iam = ctx.clients.iam()
     _ensure_role(
         ctx,
         iam,
         plan,
         s.execution_role,
-        "dbt-scheduler: ECS task execution role (pull image, write logs, read the env file)",
+        "dbt-scheduler: ECS task execution role (pull image, write logs, read the env file and secrets)",
         EXECUTION_POLICY_NAME,
-        execution_role_policy(ctx.bucket, s.env_file_key),
+        execution_role_policy(ctx.bucket, s.env_file_key, parameters, secrets, s.kms_key),
         managed=EXECUTION_MANAGED_POLICY,
     )
     _ensure_role(
@@ -68,6 +76,43 @@ def ensure_iam(ctx: StepContext) -> StepResult:
         task_role_policy(ctx.bucket, s.artifacts_prefix),
     )
     return plan.result(f"{s.execution_role}, {s.task_role}")
+
+
+def secret_resources(ctx: StepContext) -> tuple[list[str], list[str]]:
+    """What the execution role may read for aws.secrets: (parameter ARNs, secret resources).
+
+    A parameter's ARN names it exactly. A Secrets Manager ARN, as ECS takes it, may leave
+    out the `-` and 6 random characters AWS appends to a secret's name in its ARN
+    (`…:secret:dbt/pw` for `…:secret:dbt/pw-AbCdEf`), and IAM matches a policy's resource
+    against the full ARN: granted as written, such a partial ARN would authorise nothing,
+    and the task would fail to start. The text cannot tell which it is (`dbt/db-secret`
+    ends in six letters too), so each secret is looked up with DescribeSecret — its
+    metadata, never its value — in its own Region: a full ARN is granted as it is, a
+    partial one as `…:secret:NAME-??????`, the form AWS recommends, which matches the
+    secret named NAME and no other. The JSON-key and version suffix is never part of
+    the resource (an ARN AWS answers with in any other form is granted as AWS gave it).
+    Raises ValueError naming the key when a secret does not exist.
+    """
+    parameters: list[str] = []
+    secrets: list[str] = []
+    for (name, _), ref in zip(ctx.settings.secrets, secret_arns(ctx.settings), strict=True):
+        if ref.service == SSM:
+            parameters.append(ref.resource)
+            continue
+        client = ctx.clients.client("secretsmanager", ref.region)
+        try:
+            found = str(client.describe_secret(SecretId=ref.resource)["ARN"])
+        except ClientError as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise
+            raise ValueError(
+                f"aws.secrets.{name}: Secrets Manager has no secret {ref.resource}: create it "
+                "(aws secretsmanager create-secret --name …) or correct the ARN"
+            ) from None
+        wildcard = f"{ref.resource}{SECRET_SUFFIX}"
+        partial = found.startswith(f"{ref.resource}-") and len(found) == len(wildcard)
+        secrets.append(wildcard if partial else found)
+    return parameters, secrets
 
 
 def _ensure_role(

@@ -9,8 +9,10 @@ cannot rewrite roles, task definitions or images.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
+from lib.aws.arns import SECRET_SUFFIX, SECRETS_MANAGER, SecretArn, parse_secret_arn
 from lib.bootstrap.base import EXECUTION_MANAGED_POLICY
 from lib.models import AwsSettings
 
@@ -44,31 +46,51 @@ def ecs_tasks_trust_policy() -> dict[str, Any]:
     }
 
 
-def execution_role_policy(bucket: str, env_file_key: str) -> dict[str, Any]:
-    """The execution role's inline policy: read the one env file and nothing else.
+def execution_role_policy(
+    bucket: str,
+    env_file_key: str,
+    parameters: Iterable[str] = (),
+    secrets: Iterable[str] = (),
+    kms_key: str | None = None,
+) -> dict[str, Any]:
+    """The execution role's inline policy: read the env file and the task's secrets, nothing else.
 
     ECS downloads `environmentFiles` with the *execution* role and needs both
     s3:GetObject on the object and s3:GetBucketLocation on the bucket (ECS developer
-    guide, "Use environment files"); ECR pull and awslogs come from the managed
-    AmazonECSTaskExecutionRolePolicy attached next to it.
+    guide, "Use environment files"). The container's `secrets` (aws.secrets) are read
+    with it too, before the container starts: ssm:GetParameters on each parameter ARN,
+    secretsmanager:GetSecretValue on each secret (`secrets`: the resources
+    `lib.bootstrap.iam.secret_resources` worked out), and kms:Decrypt on aws.kms_key
+    when the secrets use a customer managed key (ECS developer guide, "Required IAM
+    permissions for Amazon ECS secrets"). A statement with nothing to grant is left out.
+    ECR pull and awslogs come from the managed AmazonECSTaskExecutionRolePolicy
+    attached next to it.
     """
-    return {
-        "Version": VERSION,
-        "Statement": [
-            {
-                "Sid": "ReadEnvFile",
-                "Effect": "Allow",
-                "Action": "s3:GetObject",
-                "Resource": object_arn(bucket, env_file_key),
-            },
-            {
-                "Sid": "LocateEnvFileBucket",
-                "Effect": "Allow",
-                "Action": "s3:GetBucketLocation",
-                "Resource": bucket_arn(bucket),
-            },
-        ],
-    }
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "ReadEnvFile",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": object_arn(bucket, env_file_key),
+        },
+        {
+            "Sid": "LocateEnvFileBucket",
+            "Effect": "Allow",
+            "Action": "s3:GetBucketLocation",
+            "Resource": bucket_arn(bucket),
+        },
+    ]
+    for sid, action, resources in (
+        ("ReadSecretParameters", "ssm:GetParameters", parameters),
+        ("ReadSecrets", "secretsmanager:GetSecretValue", secrets),
+    ):
+        if wanted := sorted(set(resources)):
+            statements.append({"Sid": sid, "Effect": "Allow", "Action": action, "Resource": wanted})
+    if kms_key:
+        statements.append(
+            {"Sid": "DecryptSecrets", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": kms_key}
+        )
+    return {"Version": VERSION, "Statement": statements}
 
 
 def task_role_policy(bucket: str, artifacts_prefix: str) -> dict[str, Any]:
@@ -178,7 +200,8 @@ def bootstrap_policy(settings: AwsSettings, account: str = "*") -> dict[str, Any
 
     Manage the two task roles and their policies, the bucket's settings and the env-file
     object, create and push to the ECR repository, the log group, register and read the
-    task definition family (passing the roles), check the cluster. Actions AWS does not
+    task definition family (passing the roles), check the cluster, and look up the
+    Secrets Manager secrets of aws.secrets (when there are any). Actions AWS does not
     scope to a resource (ecr:GetAuthorizationToken, ecs:RegisterTaskDefinition,
     DescribeTaskDefinition, ListTaskDefinitions, logs:DescribeLogGroups) get `*`.
     """
@@ -223,6 +246,7 @@ def bootstrap_policy(settings: AwsSettings, account: str = "*") -> dict[str, Any
                 "Resource": arns.roles[0],
                 "Condition": {"ArnEquals": {"iam:PolicyARN": EXECUTION_MANAGED_POLICY}},
             },
+            *_find_secrets(settings),
             {
                 "Sid": "EnvFileBucket",
                 "Effect": "Allow",
@@ -282,6 +306,29 @@ def bootstrap_policy(settings: AwsSettings, account: str = "*") -> dict[str, Any
             },
         ],
     }
+
+
+def _find_secrets(settings: AwsSettings) -> list[dict[str, Any]]:
+    # The iam step looks each Secrets Manager secret of aws.secrets up (DescribeSecret: its
+    # metadata, never its value) to learn whether its ARN was written whole. Which it is
+    # cannot be told here, so both forms are named: the ARN as written, and the same
+    # followed by the 6 random characters AWS appends to a secret's name.
+    bases = sorted({ref.resource for ref in secret_arns(settings) if ref.service == SECRETS_MANAGER})
+    if not bases:
+        return []
+    return [
+        {
+            "Sid": "FindSecrets",
+            "Effect": "Allow",
+            "Action": "secretsmanager:DescribeSecret",
+            "Resource": [form for base in bases for form in (base, f"{base}{SECRET_SUFFIX}")],
+        }
+    ]
+
+
+def secret_arns(settings: AwsSettings) -> list[SecretArn]:
+    """aws.secrets' values, parsed (the config check has accepted each already)."""
+    return [parse_secret_arn(arn) for _, arn in settings.secrets]
 
 
 POLICIES = {"runtime": runtime_policy, "bootstrap": bootstrap_policy}

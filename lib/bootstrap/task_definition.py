@@ -40,6 +40,30 @@ def desired_task_definition(
     """The register_task_definition arguments bootstrap wants (a pure function of settings)."""
     s = ctx.settings
     fargate = s.launch_type == "FARGATE"
+    container: dict[str, Any] = {
+        "name": s.container_name,
+        "image": image,
+        "essential": True,
+        # Read by the agent with the *execution* role before the container starts.
+        "environmentFiles": [{"value": object_arn(ctx.bucket, s.env_file_key), "type": "s3"}],
+        "logConfiguration": {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": s.log_group,
+                "awslogs-region": s.region,
+                # Streams are named <prefix>/<container>/<task id>.
+                "awslogs-stream-prefix": s.log_stream_prefix,
+            },
+        },
+        # An init process as PID 1 forwards StopTask's SIGTERM to run_commands.sh
+        # and reaps zombies (dbt starts threads and subprocesses).
+        "linuxParameters": {"initProcessEnabled": True},
+    }
+    if s.secrets:
+        # Also read by the agent with the execution role, before the container starts: the
+        # values never pass through the scheduler. Sorted by name (AwsSettings keeps them
+        # so), so the same settings always register the same revision.
+        container["secrets"] = [{"name": name, "valueFrom": arn} for name, arn in sorted(s.secrets)]
     return {
         "family": s.task_family,
         "taskRoleArn": task_role_arn,
@@ -49,27 +73,7 @@ def desired_task_definition(
         "requiresCompatibilities": ["EC2", "FARGATE"] if fargate else ["EC2"],
         "cpu": str(s.cpu),
         "memory": str(s.memory),
-        "containerDefinitions": [
-            {
-                "name": s.container_name,
-                "image": image,
-                "essential": True,
-                # Read by the agent with the *execution* role before the container starts.
-                "environmentFiles": [{"value": object_arn(ctx.bucket, s.env_file_key), "type": "s3"}],
-                "logConfiguration": {
-                    "logDriver": "awslogs",
-                    "options": {
-                        "awslogs-group": s.log_group,
-                        "awslogs-region": s.region,
-                        # Streams are named <prefix>/<container>/<task id>.
-                        "awslogs-stream-prefix": s.log_stream_prefix,
-                    },
-                },
-                # An init process as PID 1 forwards StopTask's SIGTERM to run_commands.sh
-                # and reaps zombies (dbt starts threads and subprocesses).
-                "linuxParameters": {"initProcessEnabled": True},
-            }
-        ],
+        "containerDefinitions": [container],
     }
 
 
@@ -124,7 +128,8 @@ def _repository_uri(ctx: StepContext) -> str:
 
 
 def normalise_task_definition(definition: dict[str, Any]) -> dict[str, Any]:
-    """A task definition reduced to what matters, so AWS's own additions compare equal."""
+    """A task definition reduced to what matters, so AWS's own additions compare equal
+    (`secrets` compare in name order; no secrets and `secrets: []` are the same)."""
     out = {k: v for k, v in definition.items() if k not in _OUTPUT_ONLY}
     containers = []
     for container in out.get("containerDefinitions", []):
@@ -133,6 +138,8 @@ def normalise_task_definition(definition: dict[str, Any]) -> dict[str, Any]:
             container.setdefault(key, default)
             if container[key] == default:
                 container.pop(key)
+        if container.get("secrets"):  # a list whose order means nothing
+            container["secrets"] = sorted(container["secrets"], key=lambda secret: str(secret.get("name")))
         containers.append(container)
     out["containerDefinitions"] = sorted(containers, key=lambda c: str(c.get("name")))
     if "requiresCompatibilities" in out:

@@ -17,10 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lib.aws.arns import parse_kms_key_arn, parse_secret_arn
 from lib.config import checks, notify_checks
 from lib.config.checks import JOB_NAME, MAX_COUNT, MAX_KEEP_DAYS, Check
 from lib.durations import MAX_SECONDS
 from lib.models import DEFAULT_ALERT_EVENTS
+from lib.run_env import SCHEDULER_VARIABLES
 
 MAX_PARALLEL = 1024
 MAX_START_RETRIES = 100
@@ -415,8 +417,8 @@ JOB = Section(
             "runner",
             "`local`: a process on this host. `docker`: the job image on this host (`docker run --init "
             "--env-file …`; `project_dir` is mounted read-only). `ecs`: an ECS task (needs `aws:` and "
-            "`git:`; the task reads its variables from the env file in S3, so a job `env_file` is refused "
-            "— put them in `aws.env_file`).",
+            "`git:`; the task reads its variables from the env file in S3 and its secrets from "
+            "`aws.secrets`, so a job `env_file` is refused — put them there).",
             _enum(RUNNERS),
             checks.choice(RUNNERS, "{value!r} is not a runner: use one of {options}"),
             default="local",
@@ -484,7 +486,7 @@ JOB = Section(
             "variables the run gets; they win over `env_file`. For `runner: ecs` jobs they travel in "
             "RunTask's container overrides, which anyone with `ecs:DescribeTasks`, the console and "
             "CloudTrail see: a `DBT_ENV_SECRET_*` name or a value holding a URL credential is refused "
-            "there (put it in `aws.env_file`).",
+            "there (put it in `aws.secrets`, or `aws.env_file`), and so is a name `aws.secrets` sets.",
             ENV_SCHEMA,
             checks.env,
             default={},
@@ -605,6 +607,45 @@ def _aws_flag(value: Any, field: checks.Field) -> bool | None:
     return value if isinstance(value, bool) else field.bad("must be true or false")
 
 
+def _secrets(value: Any, field: checks.Field) -> tuple[tuple[str, str], ...] | None:
+    """Variable name → parameter or secret ARN, as (name, ARN) pairs sorted by name."""
+    if not isinstance(value, dict):
+        return field.bad(
+            "must be a mapping of variable name → ARN, e.g. "
+            "{DBT_ENV_SECRET_SNOWFLAKE_PASSWORD: 'arn:aws:ssm:eu-west-1:123456789012:parameter/dbt/pw'}"
+        )
+    pairs: list[tuple[str, str]] = []
+    for name, arn in value.items():
+        where = field.at(str(name))
+        if not isinstance(name, str) or not checks.ENV_NAME.fullmatch(name):
+            where.bad("is not a valid environment variable name (letters, digits and _, not first a digit)")
+            continue
+        if name in SCHEDULER_VARIABLES:
+            where.bad(f"dbt-scheduler sets {name} in every task itself: give the secret another name")
+            continue
+        if not isinstance(arn, str):
+            where.bad(
+                f"must be the ARN of an SSM parameter or Secrets Manager secret, got {checks.shown(arn)}"
+            )
+            continue
+        try:
+            parse_secret_arn(arn)
+        except ValueError as exc:
+            where.bad(str(exc))
+            continue
+        pairs.append((name, arn))
+    return tuple(sorted(pairs))
+
+
+def _kms_key(value: Any, field: checks.Field) -> str | None:
+    if not isinstance(value, str):
+        return field.bad(f"must be a KMS key ARN, got {checks.shown(value)}")
+    try:
+        return parse_kms_key_arn(value)
+    except ValueError as exc:
+        return field.bad(str(exc))
+
+
 _COUNT = checks.whole(0, MAX_COUNT)
 _IDS = checks.string_list("must be a list of ids")
 _ENGINE = checks.choice(ENGINES, "{value!r} is not allowed: use docker or podman")
@@ -660,6 +701,33 @@ AWS = Section(
             since="0.2.0",
         ),
         _aws_string("env_file_key", "its S3 key (must end in `.env`).", "dbt-scheduler/dbt.env"),
+        Key(
+            "secrets",
+            "variable name → the ARN of an SSM Parameter Store parameter (`arn:aws:ssm:REGION:ACCOUNT:"
+            "parameter/NAME`) or a Secrets Manager secret (`arn:aws:secretsmanager:REGION:ACCOUNT:secret:"
+            "NAME`, optionally `:JSON-KEY:VERSION-STAGE:VERSION-ID`): the ECS agent injects each value "
+            "into every ECS task, and bootstrap lets the execution role read exactly these. The "
+            "recommended home of ECS secrets; name them `DBT_ENV_SECRET_*` so dbt masks them. See "
+            "[ECS jobs: `aws.secrets`](#ecs-jobs-awssecrets).",
+            {
+                "type": "object",
+                "propertyNames": {"pattern": f"^{checks.ENV_NAME.pattern}$"},
+                "additionalProperties": {"type": "string", "pattern": "^arn:[^:]+:(ssm|secretsmanager):"},
+            },
+            _secrets,
+            default={},
+            since="0.3.0",
+        ),
+        Key(
+            "kms_key",
+            "the ARN of the customer managed KMS key the secrets are encrypted with "
+            "(`arn:aws:kms:REGION:ACCOUNT:key/KEY-ID`, not an alias): the execution role gets "
+            "`kms:Decrypt` on it. Leave it unset for the AWS managed keys (`aws/ssm`, "
+            "`aws/secretsmanager`), which need no grant.",
+            {"type": "string", "pattern": "^arn:[^:]+:kms:"},
+            _kms_key,
+            since="0.3.0",
+        ),
         _aws_string(
             "artifacts_prefix",
             "where each run uploads its artifacts (`run_results.json` and `run_results.<i>.json` per "

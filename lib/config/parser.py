@@ -167,7 +167,7 @@ def parse_config(
         names.add(str(name))
         job = _parse_job(str(name), raw, defaults, retention, memo, issues)
         if job is not None:
-            _check_runner_needs(job, aws, issues)
+            _check_runner_needs(job, aws, issues, raw)
             jobs[job.name] = job
 
     notifications = top["notifications"] or Notifications()
@@ -354,8 +354,9 @@ def _check_channel_references(
             check(where, raw["notify"] if "notify" in raw else defaults.get("notify"))
 
 
-def _check_runner_needs(job: Job, aws: AwsSettings | None, issues: Issues) -> None:
-    """What a job's runner needs from the rest of the file."""
+def _check_runner_needs(job: Job, aws: AwsSettings | None, issues: Issues, raw: Any = None) -> None:
+    """What a job's runner needs from the rest of the file. `raw` is the job as written: an
+    env variable it does not write itself is reported where it is, under `defaults.env`."""
     if job.runner != "ecs":
         return
     where = f"jobs.{job.name}"
@@ -370,18 +371,31 @@ def _check_runner_needs(job: Job, aws: AwsSettings | None, issues: Issues) -> No
         issues.add(
             f"{where}.env_file",
             "an ECS task reads its env file from S3: put these variables in `aws.env_file` "
-            "(uploaded by `scheduler.py bootstrap`)",
+            "(uploaded by `scheduler.py bootstrap`), and secrets in `aws.secrets`",
         )
     if job.profiles_dir is not None:
         issues.add(f"{where}.profiles_dir", "an ECS task uses the profiles.yml in the project: remove it")
     # A job's env travels in RunTask's containerOverrides, which anyone with ecs:DescribeTasks
     # reads, and which the console and CloudTrail show: no secret belongs there.
+    secrets = {name for name, _ in aws.secrets} if aws is not None else set()
+    own = raw.get("env") if isinstance(raw, dict) else None
+    own = own if isinstance(own, dict) else {}
     for name, value in job.env.items():
-        if is_secret_name(name) or has_url_credential(value):
+        path = f"{where}.env.{name}" if name in own else f"defaults.env.{name}"
+        if name in secrets:
+            # RegisterTaskDefinition refuses a secret "shared with any new or existing
+            # environment variables set on the container"; which value a task would see when
+            # RunTask's overrides bring one anyway is not documented.
             issues.add(
-                f"{where}.env.{name}",
+                path,
+                "is also in aws.secrets: a variable is either a secret of the task or in its "
+                "environment, not both — remove one",
+            )
+        elif is_secret_name(name) or has_url_credential(value):
+            issues.add(
+                path,
                 "an ECS job's env is visible in the task's overrides (DescribeTasks, the console, "
-                "CloudTrail): put secrets in `aws.env_file` (or `aws.secrets`), not in `env`",
+                "CloudTrail): put secrets in `aws.secrets` (or `aws.env_file`), not in `env`",
             )
 
 
@@ -397,6 +411,12 @@ def _aws(value: Any, memo: Memo, issues: Issues) -> AwsSettings | None:
     settings = read_section(table.AWS, written, lambda key: Field(f"aws.{key}", issues, memo), memo)
     if settings["launch_type"] == "FARGATE" and not written.get("subnets"):
         issues.add("aws.subnets", "FARGATE tasks need at least one subnet (awsvpc networking)")
+    if written.get("kms_key") is not None and not written.get("secrets"):
+        issues.add(
+            "aws.kms_key",
+            "nothing is decrypted with it: it is the key aws.secrets are encrypted with — "
+            "set aws.secrets, or remove aws.kms_key",
+        )
     if len(issues.items) > before:
         return None
     return AwsSettings(**{key: value for key, value in settings.items() if value is not None})
