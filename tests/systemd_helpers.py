@@ -1,0 +1,77 @@
+"""systemd's end of NOTIFY_SOCKET: a bound AF_UNIX datagram socket whose messages a test reads."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+
+class NotifySocket:
+    """What PID 1 holds for a `Type=notify` service: bound, read by the test.
+
+    `env` is the NOTIFY_SOCKET value to give the daemon: the path, or `@name` for an
+    abstract socket. Paths are kept short (sun_path holds 108 bytes; pytest's tmp_path
+    can be longer).
+    """
+
+    def __init__(self, directory: Path | None = None, abstract: bool = False) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._dir: str | None = None
+        if abstract:
+            name = f"dbt-scheduler-test-{uuid.uuid4().hex}"
+            self.sock.bind("\0" + name)
+            self.env = "@" + name
+        else:
+            path = (directory / "notify.sock") if directory is not None else None
+            if path is None or len(str(path)) > 100:
+                self._dir = tempfile.mkdtemp(prefix="sdn-", dir="/tmp")
+                path = Path(self._dir) / "notify.sock"
+            self.sock.bind(str(path))
+            self.env = str(path)
+        self.received: list[dict[str, str]] = []
+
+    def drain(self) -> list[dict[str, str]]:
+        """Every message waiting now (without waiting for more), each as its assignments."""
+        self.sock.setblocking(False)
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                break
+            self.received.append(parse(data))
+        return self.received
+
+    def wait_for(self, predicate: str, timeout: float) -> dict[str, str]:
+        """The first message (new or already read) with `predicate` (`NAME=value`); fails after `timeout`."""
+        name, value = predicate.split("=", 1)
+        seen = 0
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in self.received[seen:]:
+                if message.get(name) == value:
+                    return message
+            seen = len(self.received)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {predicate} within {timeout}s; got {self.received}")
+            self.sock.settimeout(min(left, 0.5))
+            try:
+                self.received.append(parse(self.sock.recv(65536)))
+            except TimeoutError:
+                continue
+
+    def close(self) -> None:
+        self.sock.close()
+        if self._dir is not None:
+            with_file = Path(self._dir) / "notify.sock"
+            with_file.unlink(missing_ok=True)
+            os.rmdir(self._dir)
+
+
+def parse(data: bytes) -> dict[str, str]:
+    """One datagram's `NAME=value` lines."""
+    return dict(line.split("=", 1) for line in data.decode().split("\n") if line)
