@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import getpass
 import json
 import logging
@@ -433,7 +434,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lib.app import default_runners
     from lib.config import load_config
     from lib.daemon import Daemon
+    from lib.sdnotify import SystemdNotifier
 
+    # Before the app is built: it copies the environment the jobs get, which must not
+    # carry systemd's NOTIFY_SOCKET (a job would be speaking for the service).
+    systemd = SystemdNotifier.from_environ(os.environ, os.getpid())
+    # A loop the watchdog finds hung is killed with SIGABRT: every thread's traceback
+    # goes to stderr (the journal) first, showing where it hung.
+    faulthandler.enable(all_threads=True)
     path = _config_path(args)
     app = _app(args, check_history=True, writes=True)
     print_lock = threading.Lock()
@@ -474,6 +482,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # On SIGHUP the runners are rebuilt the way build_app built them, when their
         # settings changed (a job with a new runner, an edited `aws:` or `docker:`).
         runner_factory=lambda config: default_runners(config, app.service.base_env),
+        systemd=systemd,
     )
     # The handlers only set flags and wake the loop (Daemon.request_stop): a second SIGTERM
     # cuts the shutdown grace short, and the loop's thread does the cancelling.

@@ -30,6 +30,9 @@ event and wakes it at once.
 - SIGHUP: jobs.yaml is read again; if it is invalid the errors are logged and the
   daemon keeps its last good config.
 - One daemon per state_dir: a second one exits with an error naming the first.
+- Under systemd (lib/sdnotify.py): READY=1 once start-up is done, WATCHDOG=1 from the
+  loop itself (a loop that hangs stops feeding it), RELOADING=1 … READY=1 around a
+  SIGHUP reload, good or refused, and STOPPING=1 when shutdown begins.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from lib.queue_state import QueuedEntry, publish
 from lib.retention import prune_and_log
 from lib.runners.base import CancelToken, Runner
 from lib.runners.local import STOP_SEQUENCE
+from lib.sdnotify import SystemdNotifier
 from lib.secrets import SecretMasker
 
 if TYPE_CHECKING:  # imported by whoever builds one (lib/cli.py): no heartbeat, no import
@@ -121,6 +125,7 @@ class Daemon:
         runner_factory: Callable[[Config], Mapping[str, Runner]] | None = None,
         spawn: Spawn = _thread,
         heartbeat: HeartbeatPinger | None = None,
+        systemd: SystemdNotifier | None = None,
     ) -> None:
         self.config = config
         self.service = service
@@ -152,6 +157,9 @@ class Daemon:
         self._housekeeper: Joinable | None = None
         # The top-level `heartbeat:` pinger (lib/notify/heartbeat.py), on its own thread.
         self.heartbeat = heartbeat
+        # systemd's Type=notify and watchdog (lib/sdnotify.py); a no-op outside systemd.
+        self.systemd = systemd or SystemdNotifier(None)
+        self._fed_at: float | None = None  # when the loop last fed the watchdog (clock.monotonic)
 
     @property
     def history(self) -> History:
@@ -340,14 +348,22 @@ class Daemon:
             self.next_fire[job.name] = initial_next_fire(job, now, last)
 
     def run_forever(self, until: datetime | None = None) -> int:
-        """Loop until stopped (or until `until`, for simulations); returns an exit code."""
+        """Loop until stopped (or until `until`, for simulations); returns an exit code.
+
+        Under systemd (`Type=notify`) READY=1 goes out once start-up is done and the loop
+        is about to run; with `WatchdogSec=` the loop itself feeds the watchdog each time
+        it comes round, and never waits longer than the ping interval, so a loop stuck
+        anywhere stops the pings and systemd restarts the daemon.
+        """
         if self._executor is None:
             self.start()
+        self.systemd.ready(self._status())
         try:
             while not self._stop_requested:
+                self._feed_watchdog()
                 if self._reload_requested:
                     self._reload_requested = False
-                    self.reload()
+                    self._reload_and_tell()
                 now = self.clock.now()
                 self.service.retry_pending()  # rows and reports a full disk refused (lib/outbox.py)
                 self.dispatch(self.tick(now))
@@ -366,10 +382,42 @@ class Daemon:
                 if seconds > 0:
                     # With writes pending, look again soon: space may come back at any time.
                     cap = PENDING_RETRY if len(self.service.outbox) else MAX_SLEEP
+                    if self.systemd.watchdog_interval is not None:
+                        cap = min(cap, self.systemd.watchdog_interval)
                     self.clock.wait(min(seconds, cap), self._wake)
         finally:
             self.shutdown()
         return 0
+
+    def _status(self) -> str:
+        """The line `systemctl status` shows while the daemon runs."""
+        return f"scheduling {len(self.config.jobs)} job(s), state_dir {self.config.state_dir}"
+
+    def _feed_watchdog(self) -> None:
+        """WATCHDOG=1, from the loop's own thread, at most once per half ping interval.
+
+        The loop comes round at least once per ping interval (its wait is capped at it),
+        so the gap between two pings stays under 3/4 of WatchdogSec; comes round more
+        often (runs ending under load) and the pings are thinned, not one per wake-up.
+        """
+        interval = self.systemd.watchdog_interval
+        if interval is None:
+            return
+        now = self.clock.monotonic()
+        if self._fed_at is not None and now - self._fed_at < interval / 2:
+            return
+        self._fed_at = now
+        self.systemd.watchdog()
+
+    def _reload_and_tell(self) -> None:
+        """`reload`, bracketed for systemd: RELOADING=1, then READY=1 whether or not it took."""
+        self.systemd.reloading(f"reloading {self.config.path or 'jobs.yaml'}")
+        if self.reload():
+            self.systemd.ready(self._status())
+        else:
+            self.systemd.ready(
+                f"reload failed, the last good config kept (see the journal): {self._status()}"
+            )
 
     def tick(self, now: datetime) -> list[Decision]:
         """Decide about every job whose fire time has come; advance their schedules. Pure but for state.
@@ -664,12 +712,16 @@ class Daemon:
         """
         if self._executor is None:
             return
+        self.systemd.stopping("stopping")
         self._drop_queue("the scheduler was stopping")
         with self._lock:
             running = sum(len(runs) for runs in self._active.values())
         if running:
             log.info(
                 "stopping: waiting up to %.0fs for %d running job(s)", self.config.shutdown_grace, running
+            )
+            self.systemd.status(
+                f"stopping: waiting up to {self.config.shutdown_grace:.0f}s for {running} running job(s)"
             )
             # Remote runs go on without us: detach now, a restart re-attaches to them.
             self._cancel_all(remote_only=True)
