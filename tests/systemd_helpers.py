@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import tempfile
 import time
 import uuid
@@ -15,11 +16,13 @@ class NotifySocket:
 
     `env` is the NOTIFY_SOCKET value to give the daemon: the path, or `@name` for an
     abstract socket. Paths are kept short (sun_path holds 108 bytes; pytest's tmp_path
-    can be longer).
+    can be longer). Like PID 1 it asks the kernel for each sender's pid (SO_PASSCRED),
+    which is what `NotifyAccess=main` judges a message by: `pids[i]` sent `received[i]`.
     """
 
     def __init__(self, directory: Path | None = None, abstract: bool = False) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self._dir: str | None = None
         if abstract:
             name = f"dbt-scheduler-test-{uuid.uuid4().hex}"
@@ -33,34 +36,44 @@ class NotifySocket:
             self.sock.bind(str(path))
             self.env = str(path)
         self.received: list[dict[str, str]] = []
+        self.pids: list[int | None] = []
+
+    def _receive(self) -> None:
+        data, ancillary, _flags, _address = self.sock.recvmsg(65536, socket.CMSG_SPACE(12))
+        pid = None
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                pid = struct.unpack("3i", value[:12])[0]  # struct ucred: pid, uid, gid
+        self.received.append(parse(data))
+        self.pids.append(pid)
 
     def drain(self) -> list[dict[str, str]]:
         """Every message waiting now (without waiting for more), each as its assignments."""
         self.sock.setblocking(False)
         while True:
             try:
-                data = self.sock.recv(65536)
+                self._receive()
             except BlockingIOError:
                 break
-            self.received.append(parse(data))
         return self.received
 
-    def wait_for(self, predicate: str, timeout: float) -> dict[str, str]:
-        """The first message (new or already read) with `predicate` (`NAME=value`); fails after `timeout`."""
+    def wait_for(self, predicate: str, timeout: float, since: int = 0) -> int:
+        """The index of the first message from `since` on holding `predicate` (`NAME=value`),
+        waiting for it up to `timeout` seconds (then failing with what came)."""
         name, value = predicate.split("=", 1)
-        seen = 0
+        seen = since
         deadline = time.monotonic() + timeout
         while True:
-            for message in self.received[seen:]:
-                if message.get(name) == value:
-                    return message
-            seen = len(self.received)
+            for i in range(seen, len(self.received)):
+                if self.received[i].get(name) == value:
+                    return i
+            seen = max(seen, len(self.received))
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"no {predicate} within {timeout}s; got {self.received}")
+                raise AssertionError(f"no {predicate} within {timeout}s; got {self.received[since:]}")
             self.sock.settimeout(min(left, 0.5))
             try:
-                self.received.append(parse(self.sock.recv(65536)))
+                self._receive()
             except TimeoutError:
                 continue
 
