@@ -30,7 +30,7 @@ echo "[run_commands] EXIT 0"
 
 @pytest.fixture
 def listener(tmp_path: Path) -> Iterator[NotifySocket]:
-    sock = NotifySocket(tmp_path)
+    sock = NotifySocket(tmp_path, reading=True)
     yield sock
     sock.close()
 
