@@ -2,6 +2,7 @@
 # install_test_tools.sh — installs the system tools `make test` needs beyond Python:
 #   podman, runc, catatonit  tests/test_docker_runner.py (a real container engine)
 #   faketime                 tests/test_e2e_dst.py (the real daemon across DST nights)
+#   systemd-analyze          tests/test_systemd.py (`verify` and `security` of the unit)
 #
 # Idempotent and quiet: does nothing when every tool is there; otherwise one
 # `apt-get update` + `apt-get install` of the missing packages (Debian bookworm: ~10 s),
@@ -16,13 +17,15 @@
 # podman's init binary is catatonit (only a Recommends of the podman package).
 # Why faketime: libfaketime starts the real daemon at a chosen instant (a DST night)
 # and steps its wall clock, which no Python-level fake can do to a separate process.
+# Why systemd: the unit's own checker and its exposure rating come with it (package
+# systemd; nothing is started: the tests run it offline on a copy of the unit).
 set -euo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
 # command → Debian package (the same names today; kept apart so a rename is one line).
-declare -A package_of=([podman]=podman [runc]=runc [catatonit]=catatonit [faketime]=faketime)
-tools=(podman runc catatonit faketime)
+declare -A package_of=([podman]=podman [runc]=runc [catatonit]=catatonit [faketime]=faketime [systemd-analyze]=systemd)
+tools=(podman runc catatonit faketime systemd-analyze)
 
 missing=()
 for tool in "${tools[@]}"; do
