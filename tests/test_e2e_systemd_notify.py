@@ -63,7 +63,6 @@ def test_ready_watchdog_reload_and_stop_reach_the_notify_socket(
     with running_daemon(config, log_path, env=env) as daemon:
         ready = listener.wait_for("READY=1", 30)
         assert listener.received[ready]["STATUS"].startswith("scheduling 1 job(s), state_dir ")
-        assert not history_rows(state) or all(r["outcome"] != "running" for r in history_rows(state))
 
         # The watchdog: pinged again and again while runs go on (two runs at least).
         first = listener.wait_for("WATCHDOG=1", 10, since=ready)
