@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +107,31 @@ def build_parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", help="print a run's log (the latest run by default)")
     logs.add_argument("job")
     logs.add_argument("--run", help="run id (see `history`)")
+    _add_access_commands(sub)
     return parser
+
+
+def _add_access_commands(sub: Any) -> None:
+    """`token` and `audit` (team access, issue 11)."""
+    token = sub.add_parser("token", help="API tokens for the web API: create, list, revoke")
+    token_sub = token.add_subparsers(dest="token_command", metavar="ACTION")
+    token_sub.required = True
+    create = token_sub.add_parser("create", help="create a token and print it, once")
+    create.add_argument("--user", required=True, help="who the token is for (recorded as triggered_by)")
+    create.add_argument("--role", required=True, choices=("viewer", "operator", "admin"))
+    create.add_argument(
+        "--jobs", nargs="+", metavar="GLOB", default=["*"], help="reach only these jobs (names or globs)"
+    )
+    create.add_argument("--expires", default="90d", help="lifetime, e.g. 90d, 12h, 1w (≤ 366d) or never")
+    listing = token_sub.add_parser("list", help="every token: id, user, role, jobs, state, dates")
+    listing.add_argument("--json", action="store_true", help="print a JSON list")
+    revoke = token_sub.add_parser("revoke", help="revoke a token by its id; exit 1 if there is none")
+    revoke.add_argument("id")
+    audit = sub.add_parser("audit", help="the audit log: mutations and refused requests, newest first")
+    audit.add_argument("--limit", type=int, default=50, help="how many entries (default 50)")
+    audit.add_argument("--json", action="store_true", help="print a JSON list")
+    audit.add_argument("--user", help="only this user's entries")
+    audit.add_argument("--job", help="only this job's entries")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -628,6 +652,127 @@ def cmd_notify(args: argparse.Namespace) -> int:
     return EXIT_JOB_FAILED
 
 
+def _access(args: argparse.Namespace, writes: bool = False) -> tuple[Any, Any, Any]:
+    """History, clock and masker for `token` and `audit` (no runners are built)."""
+    from lib.app import build_app
+    from lib.config import load_config
+    from lib.secrets import SecretMasker
+
+    app = build_app(load_config(_config_path(args)), runners={})
+    if writes:
+        _guard_state_dir(app.config.state_dir)
+    app.history.check()
+    return app.history, app.clock, SecretMasker(app.config.notifications.secret_values)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """`token create|list|revoke`: API tokens (lib/web/tokens.py); create and revoke are audited."""
+    from lib.web.audit import AuditLog
+    from lib.web.roles import Role
+    from lib.web.tokens import TokenStore, parse_expiry
+
+    history, clock, masker = _access(args, writes=args.token_command != "list")
+    store = TokenStore(history, clock)
+    audit = AuditLog(history, clock, mask=masker)
+    now = clock.now()
+    if args.token_command == "create":
+        try:
+            expires_in = parse_expiry(args.expires)
+            token, info = store.create(args.user, Role(args.role), jobs=args.jobs, expires_in=expires_in)
+        except ValueError as exc:
+            raise SchedulerError(str(exc)) from None
+        audit.record(
+            user=_user(), source="cli", action="token_create", result="allowed", detail=info.describe(now)
+        )
+        print(token)
+        print(
+            f"created token {info.describe(now)}: it is shown only this once, store it now "
+            f"(`token revoke {info.id}` if it leaks)",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    if args.token_command == "revoke":
+        before = store.get(args.id)
+        if before is None:
+            print(f"error: no token with id {args.id!r}: see `token list`", file=sys.stderr)
+            return EXIT_JOB_FAILED
+        if before.revoked_at is not None:
+            print(f"token {before.id} was already revoked at {_local(before.revoked_at)}")
+            return EXIT_OK
+        revoked = store.revoke(args.id)
+        assert revoked is not None
+        audit.record(
+            user=_user(), source="cli", action="token_revoke", result="allowed", detail=revoked.describe(now)
+        )
+        print(f"revoked token {revoked.describe(now)}")
+        return EXIT_OK
+    tokens = store.list()
+    if args.json:
+        print(json.dumps([item.as_json(now) for item in tokens], indent=2))
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(title=f"API tokens ({len(tokens)})")
+    for column in (
+        "id",
+        "user",
+        "role",
+        "jobs",
+        "state",
+        "created (UTC)",
+        "expires (UTC)",
+        "last used (UTC)",
+    ):
+        table.add_column(column, no_wrap=column == "id")
+    for item in tokens:
+        table.add_row(
+            item.id,
+            item.user,
+            item.role.value,
+            ", ".join(item.jobs),
+            item.state(now),
+            _utc(item.created_at),
+            _utc(item.expires_at) if item.expires_at else "never",
+            _utc(item.last_used_at) if item.last_used_at else "never",
+        )
+    _console().print(table)
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """The audit log (lib/web/audit.py), newest first."""
+    from lib.web.audit import AuditLog
+
+    history, clock, masker = _access(args)
+    entries = AuditLog(history, clock, mask=masker).query(limit=args.limit, user=args.user, job=args.job)
+    if args.json:
+        print(json.dumps([entry.as_json() for entry in entries], indent=2))
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(title="audit log (newest first)")
+    for column in ("at (UTC)", "user", "source", "peer", "action", "job", "run id", "result", "detail"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        table.add_row(
+            _utc(entry.at),
+            entry.user or "-",
+            entry.source,
+            entry.peer or "-",
+            entry.action,
+            entry.job or "-",
+            entry.run_id or "-",
+            entry.result,
+            entry.detail or "",
+        )
+    _console().print(table)
+    return EXIT_OK
+
+
+def _utc(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment is not None else "-"
+
+
 COMMANDS = {
     "bootstrap": cmd_bootstrap,
     "notify": cmd_notify,
@@ -641,4 +786,6 @@ COMMANDS = {
     "logs": cmd_logs,
     "prune": cmd_prune,
     "repair-history": cmd_repair_history,
+    "token": cmd_token,
+    "audit": cmd_audit,
 }

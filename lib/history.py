@@ -101,6 +101,36 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (rule, job)
     );
     """,
+    # 6: team access (lib/web/): API tokens, of which only a SHA-256 hash is kept (never
+    # the token), and the audit log of every mutation and refused request.
+    """
+    CREATE TABLE api_tokens (
+        id           TEXT PRIMARY KEY,
+        user         TEXT NOT NULL,
+        role         TEXT NOT NULL,
+        jobs         TEXT NOT NULL,
+        hash         TEXT NOT NULL,
+        created_at   TEXT NOT NULL,
+        expires_at   TEXT,
+        last_used_at TEXT,
+        revoked_at   TEXT
+    );
+    CREATE TABLE audit (
+        id      INTEGER PRIMARY KEY,
+        at      TEXT NOT NULL,
+        user    TEXT,
+        source  TEXT NOT NULL,
+        peer    TEXT,
+        action  TEXT NOT NULL,
+        job     TEXT,
+        run_id  TEXT,
+        result  TEXT NOT NULL,
+        detail  TEXT
+    );
+    CREATE INDEX audit_by_time ON audit (at);
+    CREATE INDEX audit_by_user ON audit (user, at);
+    CREATE INDEX audit_by_job ON audit (job, at);
+    """,
 ]
 # The columns of migration 3: in `running()` rows, not in `history --json`.
 PROCESS_COLUMNS = ("supervisor_pid", "supervisor_start", "process_pid", "process_start", "container")
@@ -273,6 +303,14 @@ class History:
             raise
         finally:
             conn.isolation_level = ""
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, in a transaction committed when the block ends (rolled
+        back if it raises), for the modules that own tables of their own in history.db:
+        lib/web/tokens.py and lib/web/audit.py."""
+        with self._connect() as conn:
+            yield conn
 
     def schema_version(self) -> int:
         with self._connect() as conn:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -327,3 +328,42 @@ class Notifications:
     rules: tuple[AlertRule, ...] = ()
     # Values that came from `${ENV}` references: masked in everything we print or store.
     secret_values: tuple[str, ...] = ()
+
+
+# Team access (issue 11): the `web:` section.
+
+
+@dataclass(frozen=True)
+class ProxyHeaders:
+    """The request headers an SSO proxy (oauth2-proxy and the like) names the user in;
+    read only from a peer in `web.trusted_proxies`."""
+
+    user: str = "X-Forwarded-User"
+    email: str = "X-Forwarded-Email"
+    groups: str = "X-Forwarded-Groups"  # comma-separated, as oauth2-proxy sends them
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """The `web:` section: the web UI and API, who may use them, and metrics.
+
+    `listen` None: no web server (the default). `trusted_proxies` are the networks whose
+    proxy headers are believed; `group_roles` maps a proxy group to a role name (viewer,
+    operator, admin; lib/web/roles.py)."""
+
+    listen: str | None = None  # "host:port", e.g. "127.0.0.1:8080" or "[::1]:8080"
+    base_url: str | None = None  # how people reach it; alerts link to <base_url>/runs/<run id>
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    proxy_headers: ProxyHeaders = field(default_factory=ProxyHeaders)
+    group_roles: Mapping[str, str] = field(default_factory=dict)
+    read_only: bool = False  # refuse every mutation (run now, cancel, pause, tokens)
+    session_hours: int = 12  # lifetime of a browser session cookie
+    metrics_textfile: Path | None = None  # node_exporter textfile collector file (*.prom)
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """`listen` as (host, port), the brackets of an IPv6 host removed."""
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)

@@ -17,7 +17,7 @@ import yaml
 
 from lib.config import keys, parse_config, reference, schema
 from lib.errors import ConfigError
-from lib.models import AwsSettings, DockerSettings, Job, Retention
+from lib.models import AwsSettings, DockerSettings, Job, ProxyHeaders, Retention, WebSettings
 from tests.dbt_helpers import REPO_ROOT
 
 SCHEMA_FILE = REPO_ROOT / "jobs.schema.json"
@@ -91,7 +91,19 @@ def both_refuse(data: dict[str, Any], validator: jsonschema.Draft202012Validator
 
 @pytest.mark.parametrize(
     "where",
-    ["top", "job", "defaults", "aws", "docker", "retention", "job.retention", "job.git", "job.commands[0]"],
+    [
+        "top",
+        "job",
+        "defaults",
+        "aws",
+        "docker",
+        "retention",
+        "job.retention",
+        "job.git",
+        "job.commands[0]",
+        "web",
+        "web.proxy_headers",
+    ],
 )
 def test_an_unknown_key_is_refused_by_the_schema_and_the_parser(
     where: str, validator: jsonschema.Draft202012Validator, project: Path, tmp_path: Path
@@ -108,6 +120,8 @@ def test_an_unknown_key_is_refused_by_the_schema_and_the_parser(
         "job.retention": job.setdefault("retention", {}),
         "job.git": {},
         "job.commands[0]": {},
+        "web": data.setdefault("web", {"proxy_headers": {}}),
+        "web.proxy_headers": data.setdefault("web", {"proxy_headers": {}})["proxy_headers"],
     }
     if where == "job.git":
         del job["project_dir"]
@@ -123,7 +137,15 @@ def test_an_unknown_key_is_refused_by_the_schema_and_the_parser(
 
 LEAVES = [
     (section, key)
-    for section in (keys.TOP_LEVEL, keys.JOB, keys.AWS, keys.DOCKER, keys.RETENTION)
+    for section in (
+        keys.TOP_LEVEL,
+        keys.JOB,
+        keys.AWS,
+        keys.DOCKER,
+        keys.RETENTION,
+        keys.WEB,
+        keys.PROXY_HEADERS,
+    )
     for key in section.keys
     if key.name not in ("jobs", "defaults", "description")  # description takes any scalar
 ]
@@ -147,6 +169,8 @@ def test_a_wrong_type_is_refused_by_the_schema_and_the_parser(
         keys.AWS.title: data.setdefault("aws", {"region": "eu-west-1"}),
         keys.DOCKER.title: data.setdefault("docker", {}),
         keys.RETENTION.title: data.setdefault("retention", {}),
+        keys.WEB.title: data.setdefault("web", {}),
+        keys.PROXY_HEADERS.title: data.setdefault("web", {}).setdefault("proxy_headers", {}),
     }[section.title]
     place[key.name] = wrong
     both_refuse(data, validator, tmp_path)
@@ -155,9 +179,11 @@ def test_a_wrong_type_is_refused_by_the_schema_and_the_parser(
 def test_the_defaults_in_the_table_are_the_dataclasses_defaults(project: Path, tmp_path: Path) -> None:
     """The table's defaults, parsed, are what the models default to, so neither can drift."""
     config = parse_config(
-        {**_minimal(project), "aws": {"region": "eu-west-1"}, "docker": {}}, base_dir=tmp_path
+        {**_minimal(project), "aws": {"region": "eu-west-1"}, "docker": {}, "web": {"proxy_headers": {}}},
+        base_dir=tmp_path,
     )
     assert config.aws == AwsSettings(region="eu-west-1")
+    assert config.web == WebSettings()
     assert config.docker == DockerSettings()
     assert config.retention == Retention()
     job = config.jobs["a"]
@@ -176,6 +202,8 @@ def test_every_setting_of_the_models_is_a_key_of_the_table() -> None:
         (AwsSettings, keys.AWS),
         (DockerSettings, keys.DOCKER),
         (Retention, keys.RETENTION),
+        (WebSettings, keys.WEB),
+        (ProxyHeaders, keys.PROXY_HEADERS),
     ):
         assert {f.name for f in dataclasses.fields(model)} == set(section.names), model.__name__
     # A Job's fields come from job keys, except what the parser derives from several.

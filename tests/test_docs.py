@@ -145,3 +145,19 @@ def test_the_module_check_catches_a_module_the_doc_leaves_out(tmp_path: Path) ->
     doc = "| `lib/` | … |\n| `lib/app.py` | … |\n| `lib/runners/` | … |\n"
     assert unnamed_modules(doc, tmp_path) == ["lib/runners/new.py"]
     assert unnamed_modules(doc + "`lib/runners/new.py`", tmp_path) == []
+
+
+def undocumented_commands(readme: str) -> list[str]:
+    """The subcommands of `scheduler.py` that have no row in the README's CLI reference."""
+    from lib.cli import build_parser
+
+    section = readme.split("## CLI reference", 1)[1].split("\n## ", 1)[0]
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices  # type: ignore[union-attr]
+    return [name for name in commands if f"| `{name}" not in section]
+
+
+def test_every_subcommand_has_a_row_in_the_cli_reference() -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert undocumented_commands(readme) == [], "add a row to the README's CLI reference"
+    assert "token" in undocumented_commands(readme.replace("| `token", "| token"))

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lib.aws.arns import parse_kms_key_arn, parse_secret_arn
-from lib.config import checks, notify_checks
+from lib.config import checks, notify_checks, web_checks
 from lib.config.checks import JOB_NAME, MAX_COUNT, MAX_KEEP_DAYS, Check
 from lib.durations import MAX_SECONDS
 from lib.models import DEFAULT_ALERT_EVENTS
 from lib.run_env import SCHEDULER_VARIABLES
+from lib.web.roles import ROLE_NAMES
 
 MAX_PARALLEL = 1024
 MAX_START_RETRIES = 100
@@ -376,6 +377,144 @@ NOTIFICATIONS = Section(
         ),
     ),
 )
+
+
+# --------------------------------------------------------------------------- team access (issue 11)
+
+_HEADER: Mapping[str, Any] = {"type": "string", "pattern": "^[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$"}
+
+PROXY_HEADERS = Section(
+    "`web.proxy_headers`",
+    (
+        Key(
+            "user",
+            "the header naming the signed-in user (becomes the run's `triggered_by`).",
+            _HEADER,
+            web_checks.header_name,
+            default="X-Forwarded-User",
+            since="0.3.0",
+        ),
+        Key(
+            "email",
+            "the header carrying their e-mail address.",
+            _HEADER,
+            web_checks.header_name,
+            default="X-Forwarded-Email",
+            since="0.3.0",
+        ),
+        Key(
+            "groups",
+            "the header listing their groups, comma-separated (oauth2-proxy's form).",
+            _HEADER,
+            web_checks.header_name,
+            default="X-Forwarded-Groups",
+            since="0.3.0",
+        ),
+    ),
+)
+
+
+def _proxy_headers(value: Any, field: checks.Field) -> Any:
+    from lib.models import ProxyHeaders
+
+    if not isinstance(value, dict):
+        return field.bad("must be a mapping: {user: X-Forwarded-User, email: …, groups: …}")
+    checks.check_unknown(value, PROXY_HEADERS.names, field.path, field.issues)
+    written = {key: item for key, item in value.items() if item is not None}
+    settings = checks.read_section(PROXY_HEADERS, written, field.at, field.memo)
+    if any(item is None for item in settings.values()):
+        return None
+    return ProxyHeaders(**settings)
+
+
+WEB = Section(
+    "The `web:` section",
+    (
+        Key(
+            "listen",
+            "`host:port` the web UI and API listen on, e.g. `127.0.0.1:8080` (an IPv6 host in brackets: "
+            "`[::1]:8080`). Unset: no web server.",
+            {"type": "string", "pattern": "^(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]+):[0-9]{1,5}$"},
+            web_checks.listen,
+            since="0.3.0",
+        ),
+        Key(
+            "base_url",
+            "the URL people open the web UI at (behind a proxy: the proxy's), e.g. "
+            "`https://dbt.example.com`; alerts link each run to `<base_url>/runs/<run id>`.",
+            {"type": "string", "pattern": "^(?i:https?)://"},
+            web_checks.base_url,
+            since="0.3.0",
+        ),
+        Key(
+            "trusted_proxies",
+            "IP addresses or CIDR networks of the SSO proxy; `proxy_headers` are believed only from "
+            "these peers and ignored from any other. See [Team access](#team-access).",
+            STRING_LIST,
+            web_checks.networks,
+            default=[],
+            since="0.3.0",
+        ),
+        Key(
+            "proxy_headers",
+            "the headers the proxy names the user, e-mail and groups in: see "
+            "[`web.proxy_headers`](#webproxy_headers).",
+            _object(PROXY_HEADERS),
+            _proxy_headers,
+            shown_default="oauth2-proxy's `X-Forwarded-*`",
+            since="0.3.0",
+            section=PROXY_HEADERS,
+        ),
+        Key(
+            "group_roles",
+            "proxy group → role (`viewer`, `operator`, `admin`); a user in several gets the highest, a "
+            "user in none gets no role (every request 403).",
+            {"type": "object", "additionalProperties": _enum(ROLE_NAMES)},
+            web_checks.group_roles,
+            default={},
+            since="0.3.0",
+        ),
+        Key(
+            "read_only",
+            "refuse every mutation (run now, cancel, pause, tokens) through the web UI and API.",
+            BOOLEAN,
+            checks.flag,
+            default=False,
+            since="0.3.0",
+        ),
+        Key(
+            "session_hours",
+            "how long a browser session (signed in with a token) lasts.",
+            _whole(1, 24 * 31),
+            checks.whole(1, 24 * 31),
+            default=12,
+            since="0.3.0",
+        ),
+        Key(
+            "metrics_textfile",
+            "also write the metrics to this file for node_exporter's textfile collector (it must end in "
+            "`.prom`), for boxes nothing scrapes. See [Metrics](#metrics).",
+            {"type": "string", "pattern": "\\.prom$"},
+            web_checks.textfile,
+            since="0.3.0",
+        ),
+    ),
+)
+
+
+def _web(value: Any, field: checks.Field) -> Any:
+    from lib.models import ProxyHeaders, WebSettings
+
+    if not isinstance(value, dict):
+        return field.bad("must be a mapping: {listen: 127.0.0.1:8080, base_url: …, …}")
+    checks.check_unknown(value, WEB.names, field.path, field.issues)
+    written = {key: item for key, item in value.items() if item is not None}
+    before = len(field.issues.items)
+    settings = checks.read_section(WEB, written, field.at, field.memo)
+    if len(field.issues.items) > before:
+        return None
+    settings["proxy_headers"] = settings["proxy_headers"] or ProxyHeaders()
+    return WebSettings(**{key: item for key, item in settings.items() if item is not None})
 
 
 # --------------------------------------------------------------------------- job keys
@@ -956,6 +1095,15 @@ TOP_LEVEL = Section(
             notify_checks.heartbeat,
             since="0.3.0",
         ),
+        Key(
+            "web",
+            "the web UI and API, who may use them (roles, tokens, an SSO proxy), and metrics: see "
+            "[The `web:` section](#the-web-section). Off unless configured.",
+            _object(WEB),
+            _web,
+            since="0.3.0",
+            section=WEB,
+        ),
     ),
 )
 
@@ -968,4 +1116,6 @@ SECTIONS: tuple[Section, ...] = (
     NOTIFICATIONS,
     RULE,
     *CHANNEL_TYPES.values(),
+    WEB,
+    PROXY_HEADERS,
 )

@@ -44,7 +44,16 @@ from lib.config.checks import (
 )
 from lib.config.reader import read_yaml
 from lib.errors import ConfigError, ConfigIssue
-from lib.models import AwsSettings, DockerSettings, Heartbeat, Job, Notifications, Retention, Trigger
+from lib.models import (
+    AwsSettings,
+    DockerSettings,
+    Heartbeat,
+    Job,
+    Notifications,
+    Retention,
+    Trigger,
+    WebSettings,
+)
 from lib.secrets import has_url_credential, is_secret_name
 from lib.triggers import parse_cron, parse_every
 from lib.yaml_limits import read_text
@@ -69,6 +78,7 @@ class Config:
     docker: DockerSettings = field(default_factory=DockerSettings)
     notifications: Notifications = field(default_factory=Notifications)
     heartbeat: Heartbeat | None = None  # the daemon's own alive ping
+    web: WebSettings = field(default_factory=WebSettings)  # team access; no `listen`: no web server
     raw_jobs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def job(self, name: str) -> Job:
@@ -178,6 +188,7 @@ def parse_config(
         docker=docker,
         notifications=notifications,
         heartbeat=top["heartbeat"],
+        web=top["web"] or WebSettings(),
         raw_jobs=raw_jobs,
     )
 

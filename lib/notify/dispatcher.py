@@ -195,6 +195,7 @@ class Notifier:
             self.mask = mask
             self.deliverer.mask = mask
             self._aws_clients = sns_clients(config.aws)
+            self.base_url = config.web.base_url
 
     @property
     def configured(self) -> bool:
@@ -547,4 +548,6 @@ def build_notifier(
         mask=mask,
         clock=clock,
         aws_clients=sns_clients(config.aws),
+        # The run page of the web UI; alerts link to <base_url>/runs/<run id>.
+        base_url=config.web.base_url,
     )
