@@ -11,6 +11,12 @@ job lock, recording the run, building the environment, fork/exec of bash and of
 Two variants: one job, and several jobs all due at the same second (max_parallel
 large enough that none waits for a slot). The first fire times of each job are
 dropped as warm-up. The daemon is stopped with SIGTERM and must exit 0.
+
+A third variant times the control plane: run-now requests sent straight to the
+daemon's control socket (bench/programs/submit_run_now.py: connect, send, read the
+answer; no scheduler.py start-up) every 0.2 s, while two other jobs fire every second.
+Latency = the run script's first line minus the moment the request was sent: the
+socket, the loop's wake-up, the same queue and dispatch as a scheduled run.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from _common import (
     parser_for,
     percentile,
     result_line,
+    run_program,
     stub_project,
     table,
     workspace,
@@ -58,6 +65,7 @@ class Variant:
     name: str
     jobs: int
     samples: int
+    submitted: bool = False  # the samples are run-now requests over the control socket
 
 
 @dataclass
@@ -67,7 +75,7 @@ class Sample:
     to_history_ms: float  # scheduled_for → started_at (the history row, just before the runner)
 
 
-def write_config(tmp: Path, jobs: int) -> Path:
+def write_config(tmp: Path, jobs: int, manual: bool = False) -> Path:
     project = stub_project(tmp / "project")
     lines = [
         f"state_dir: {tmp / 'state'}",
@@ -80,6 +88,8 @@ def write_config(tmp: Path, jobs: int) -> Path:
         "jobs:",
     ]
     lines += [f"  tick{i}: {{}}" for i in range(jobs)]
+    if manual:  # fires once a year: its runs are the ones submitted
+        lines += ["  manual:", "    every: 52 weeks"]
     path = tmp / "jobs.yaml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -89,7 +99,7 @@ def run_variant(variant: Variant, python: str, root: Path) -> tuple[list[Sample]
     """Runs the daemon until enough samples exist; returns (samples, outcomes, daemon exit code)."""
     tmp = root / variant.name.replace(" ", "-")
     tmp.mkdir()
-    config = write_config(tmp, variant.jobs)
+    config = write_config(tmp, variant.jobs, manual=variant.submitted)
     starts = tmp / "starts"
     starts.mkdir()
     env = clean_env(
@@ -98,10 +108,31 @@ def run_variant(variant: Variant, python: str, root: Path) -> tuple[list[Sample]
 
     wanted = variant.samples + WARMUP_FIRES * variant.jobs
     deadline = time.monotonic() + math.ceil(wanted / variant.jobs) + 60
+    submitted = tmp / "submitted.txt"
     with RealDaemon(python, config, tmp, env) as daemon:
+        if variant.submitted:
+            daemon.wait_started()
+            count = str(variant.samples + WARMUP_FIRES)
+            state = str(tmp / "state")
+            run_program(
+                python,
+                "SUBMITTED",
+                "submit_run_now.py",
+                str(REPO),
+                state,
+                "manual",
+                count,
+                "0.2",
+                str(submitted),
+            )
+            time.sleep(1)  # the last run's script has written its line
         while len(os.listdir(starts)) < wanted and time.monotonic() < deadline and daemon.alive():
+            if variant.submitted:
+                break
             time.sleep(0.25)
     rc = daemon.rc
+    if variant.submitted:
+        return submitted_samples(submitted, starts), {}, rc
 
     sys.path.insert(0, str(REPO))
     from lib.history import History
@@ -129,6 +160,20 @@ def run_variant(variant: Variant, python: str, root: Path) -> tuple[list[Sample]
     return samples, outcomes, rc
 
 
+def submitted_samples(submitted: Path, starts: Path) -> list[Sample]:
+    """Latency of each accepted run-now: its script's first line minus the request's send time."""
+    samples = []
+    for line in submitted.read_text(encoding="ascii").splitlines():
+        run_id, _, at = line.partition(" ")
+        start_file = starts / run_id
+        if run_id == "refused" or not start_file.exists():
+            continue
+        text = start_file.read_text(encoding="ascii").strip()
+        if text:
+            samples.append(Sample("manual", (float(text) - float(at)) * 1000, math.nan))
+    return samples[WARMUP_FIRES:]
+
+
 def main() -> int:
     parser = parser_for(__doc__)
     parser.add_argument("--quick", action="store_true", help="~60 samples per variant instead of 100/150")
@@ -137,7 +182,11 @@ def main() -> int:
     args = parse_args(parser)
     single = args.samples or (60 if args.quick else 100)
     several = 60 if args.quick else 150
-    variants = [Variant("1 job", 1, single), Variant(f"{args.jobs} jobs", args.jobs, several)]
+    variants = [
+        Variant("1 job", 1, single),
+        Variant(f"{args.jobs} jobs", args.jobs, several),
+        Variant("run-now via socket", 2, single, submitted=True),
+    ]
 
     print(
         f"dispatch latency: real daemon, jobs `every: 1 second`, tiny run script; "

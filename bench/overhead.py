@@ -22,6 +22,12 @@ Fairness with respect to dbt's partial parse (`--mode`):
 Both sides use the same profile settings (threads included), the same dbt and the
 same environment (DBT_* variables of the caller removed), and write output to a file.
 
+--daemon: A goes through the control plane. The real daemon (`scheduler.py run`) runs
+on the same jobs.yaml for the whole benchmark, so each `run-now` submits the run to it
+over <state_dir>/control.sock and follows it (lines, then the summary from the daemon's
+record) instead of running it in its own process; B is unchanged. The ratio is then
+run-now-through-the-daemon vs dbt by hand, against the same target.
+
 One extra, instrumented A run at the end (not timed in the table) wraps
 run_commands.sh with bench/programs/timestamp_run_commands.sh, which timestamps every
 output line, to show where the scheduler's time goes.
@@ -29,6 +35,7 @@ output line, to show where the scheduler's time goes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
@@ -53,6 +60,7 @@ from _common import (
     table,
     workspace,
 )
+from _daemon import RealDaemon
 
 TARGET_RATIO = 1.05
 JOB = "example"
@@ -326,14 +334,22 @@ def main() -> int:
     parser.add_argument("--mode", choices=("cold", "warm"), default="cold", help="partial-parse state")
     parser.add_argument("--project", type=Path, default=REPO / "example", help="dbt project to run")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the instrumented extra run")
+    parser.add_argument(
+        "--daemon", action="store_true", help="run-now through a running daemon's control socket"
+    )
     args = parse_args(parser)
     pairs = args.runs or (3 if args.quick else 5)
 
-    with workspace("bench-overhead-", keep=args.keep) as tmp:
+    with workspace("bench-overhead-", keep=args.keep) as tmp, contextlib.ExitStack() as stack:
         bench = Bench(tmp, args.python, args.project.resolve(), args.mode)
+        if args.daemon:
+            daemon = stack.enter_context(RealDaemon(args.python, bench.config, tmp, bench.env))
+            daemon.wait_started()
+            args.no_breakdown = True  # the wrapper's timestamps would be the daemon's, not run-now's
         print(
-            f"overhead: scheduler run-now vs direct dbt build, {pairs} interleaved pairs after 1 warm-up "
-            f"each, mode={args.mode}, project={args.project}; {load_note()}"
+            f"overhead: scheduler run-now{' through the daemon' if args.daemon else ''} vs direct dbt build, "
+            f"{pairs} interleaved pairs after 1 warm-up each, mode={args.mode}, project={args.project}; "
+            f"{load_note()}"
         )
         try:
             warm_a, warm_b = bench.scheduler("warmup-scheduler"), bench.direct("warmup-direct")
@@ -382,6 +398,9 @@ def main() -> int:
                 print(f"breakdown run failed: {exc}", file=sys.stderr)
         ratio = median(ratios)
         print(f"finished; {load_note()}")
+        if args.daemon:
+            submitted = sum("submitted to the daemon" in a.log.read_text() for a, _ in results)
+            print(f"runs submitted to the daemon: {submitted} of {len(results)}")
         print(result_line("overhead", [("median_ratio", ratio, "<=", TARGET_RATIO, ratio <= TARGET_RATIO)]))
         return 0
 

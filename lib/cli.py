@@ -32,6 +32,14 @@ EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE = 0, 1, 2
 # The machine refused (state_dir full or read-only): distinct from a config error, so
 # systemd's Restart=on-failure tries again (space may come back) while exit 2 it does not.
 EXIT_ENVIRONMENT = 3
+# The daemon would not take the request: the job already runs (overlap: skip) or waits for
+# a slot, the daemon is stopping; for `cancel`, nothing of the job runs or waits.
+EXIT_REFUSED = 4
+# `cancel` found no daemon on the state_dir (a run-now in another shell is stopped there).
+EXIT_NO_DAEMON = 5
+# run-now stopped following a run the daemon goes on with: the terminal went away
+# (128 + SIGHUP), or Ctrl-C answered "no, do not cancel it" (128 + SIGINT).
+EXIT_HANGUP, EXIT_LEFT = 129, 130
 # How long run-now waits, after its run, for the run's alerts to be delivered.
 RUN_NOW_NOTIFY_S = 60.0
 log = logging.getLogger("dbt_scheduler")
@@ -104,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
         "test", help="send a sample failure alert to CHANNEL; exit 1 with its error"
     )
     notify_test.add_argument("channel")
+    cancel = sub.add_parser(
+        "cancel", help="cancel a job's run in the running daemon (SIGINT to dbt first), or its waiting run"
+    )
+    cancel.add_argument("job")
+    cancel.add_argument("--run", help="only this run id (default: every running or waiting run of the job)")
     logs = sub.add_parser("logs", help="print a run's log (the latest run by default)")
     logs.add_argument("job")
     logs.add_argument("--run", help="run id (see `history`)")
@@ -403,11 +416,75 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_run_now(args: argparse.Namespace) -> int:
-    """Run one job by hand with live progress, then print the summary; exit 0 only if it succeeded."""
+    """Run one job by hand with live progress, then print the summary; exit 0 only if it succeeded.
+
+    With a daemon on the state_dir the run is submitted to it and followed (lib/control_client.py);
+    without one it runs here, in this process."""
+    from lib.config import load_config
+    from lib.control_socket import connect
+
+    config = load_config(_config_path(args))
+    config.job(args.job)  # an unknown job: exit 2 here, before asking anyone
+    sock = connect(config.state_dir)
+    if sock is not None:
+        return _run_now_via_daemon(sock, config, args)
+    return _run_now_here(args, config)
+
+
+def _run_now_via_daemon(sock: Any, config: Any, args: argparse.Namespace) -> int:
+    from lib.control_client import run_now
+    from lib.report.console import render_summary
+
+    console = _console()
+    followed = run_now(sock, config.state_dir, args.job, args.target, args.select, console)
+    if followed.kind == "refused":
+        print(f"error: the daemon refused: {followed.reason}", file=sys.stderr)
+        return EXIT_USAGE if followed.code == "unknown-job" else EXIT_REFUSED
+    if followed.kind == "hangup":
+        return EXIT_HANGUP
+    if followed.kind == "left":
+        return EXIT_LEFT
+    if followed.record is None:
+        print(f"see `scheduler.py history {args.job}` for how run {followed.run_id} ended", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    with contextlib.suppress(OSError):
+        render_summary(followed.record, console)
+    return EXIT_OK if followed.record.outcome.status.ok else EXIT_JOB_FAILED
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancel a job's run in the daemon and wait until it is recorded; exit 0 when it was."""
+    from lib.config import load_config
+    from lib.control_client import cancel
+
+    config = load_config(_config_path(args))
+    config.job(args.job)
+    result = cancel(config.state_dir, args.job, args.run)
+    if result.kind == "no-daemon":
+        print(
+            f"error: no daemon runs on state_dir {config.state_dir}: nothing to cancel there", file=sys.stderr
+        )
+        for hint in result.hints:
+            print(hint, file=sys.stderr)
+        return EXIT_NO_DAEMON
+    if result.kind == "refused":
+        print(f"error: {result.reason}", file=sys.stderr)
+        return EXIT_USAGE if result.code == "unknown-job" else EXIT_REFUSED
+    if result.kind == "lost":
+        print(f"error: the daemon stopped answering: {result.reason}", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    return EXIT_OK
+
+
+def _run_now_here(args: argparse.Namespace, config: Any) -> int:
+    """run-now without a daemon: the run is this process's (signals cancel it)."""
+    from lib.app import build_app
     from lib.models import TriggerKind
     from lib.report.console import RunProgress, render_summary
 
-    app = _app(args, check_history=True, writes=True)
+    _guard_state_dir(config.state_dir)
+    app = build_app(config)
+    app.history.check()
     job = app.config.job(args.job)
     console = _console()
     request = app.service.new_request(
@@ -496,11 +573,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         masker = SecretMasker(app.config.notifications.secret_values)
         heartbeat = HeartbeatPinger(app.config.heartbeat, Deliverer(mask=masker, clock=app.clock), app.clock)
+    companions = []
+    if app.config.web.metrics_textfile is not None:
+        # Only then is prometheus_client imported: the daemon without `web:` stays lean.
+        from lib.web.metrics import Metrics, TextfileWriter
+
+        metrics = Metrics(app.history, lambda: daemon.config.jobs, app.clock)
+        app.service.listeners.append(metrics.observe_run)
+        companions.append(TextfileWriter(metrics, app.config.web.metrics_textfile, app.clock))
     daemon = Daemon(
         app.config,
         app.service,
         app.clock,
         heartbeat=heartbeat,
+        companions=companions,
         reload_config=lambda: load_config(path),
         on_line=on_line,
         # On SIGHUP the runners are rebuilt the way build_app built them, when their
@@ -513,7 +599,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.request_stop())
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
-    return _off_the_main_thread(daemon.run_forever, name="daemon-loop")
+    return _off_the_main_thread(lambda: _serve(daemon), name="daemon-loop")
+
+
+def _serve(daemon: Any) -> int:
+    """Start the daemon, then its control socket (it needs the daemon lock), then loop;
+    the socket goes once the daemon has stopped, so followers hear how their runs ended."""
+    from lib.control_socket import ControlServer
+
+    daemon.start()
+    server = ControlServer(daemon.config.state_dir, daemon.control)
+    try:
+        server.start()
+    except OSError as exc:  # scheduling goes on; run-now then runs in its caller's process
+        log.error("control socket %s: %s: run-now and cancel cannot reach this daemon", server.path, exc)
+    try:
+        return int(daemon.run_forever())
+    finally:
+        server.stop()
 
 
 def _off_the_main_thread(work: Callable[[], int], name: str) -> int:
@@ -784,6 +887,7 @@ COMMANDS = {
     "status": cmd_status,
     "history": cmd_history,
     "logs": cmd_logs,
+    "cancel": cmd_cancel,
     "prune": cmd_prune,
     "repair-history": cmd_repair_history,
     "token": cmd_token,

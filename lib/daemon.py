@@ -18,6 +18,12 @@ event and wakes it at once.
   has become older than the misfire limit meanwhile: then the job's catch-up policy
   decides (`decide_queued`). The queue is published to `<state_dir>/queue.json` for
   `status` (lib/queue_state.py) whenever it changes.
+- Run requests from other threads (run-now and cancel over the control socket) come
+  through `self.control` (lib/control.py): the loop answers them on its own thread, and
+  an accepted run-now joins the same queue as a due fire time — the same overlap check
+  and `max_parallel` slots, trigger `manual`. A queued run-now keeps its place: a fire
+  time of the job due meanwhile is recorded skipped. Every run's start, output lines
+  and recorded end are published on `self.control.bus`, which never waits for a reader.
 - A run that fails or crashes is recorded and the loop goes on.
 - SIGTERM: no new runs, and no queued run starts (each is recorded as skipped, once);
   running ones get `shutdown_grace` to finish, then are
@@ -40,7 +46,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -49,6 +55,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from lib.clock import Clock
 from lib.config import Config
+from lib.control import (
+    Accepted,
+    Cancel,
+    ControlPlane,
+    Refused,
+    Reply,
+    Request,
+    RunEvent,
+    RunNow,
+    admit_run_now,
+    cancel_targets,
+)
 from lib.errors import ConfigError, LockedError
 from lib.execution import RunService
 from lib.history import History
@@ -69,6 +87,13 @@ if TYPE_CHECKING:  # imported by whoever builds one (lib/cli.py): no heartbeat, 
 log = logging.getLogger("dbt_scheduler")
 
 ExecutorFactory = Callable[[int], Executor]
+
+
+class Companion(Protocol):
+    """A thread that lives as long as the daemon's loop (e.g. lib/web/metrics.py's TextfileWriter)."""
+
+    def start(self) -> None: ...
+    def stop(self, timeout: float = 5.0) -> None: ...
 
 
 class Joinable(Protocol):
@@ -125,7 +150,9 @@ class Daemon:
         runner_factory: Callable[[Config], Mapping[str, Runner]] | None = None,
         spawn: Spawn = _thread,
         heartbeat: HeartbeatPinger | None = None,
+        companions: Sequence[Companion] = (),
         systemd: SystemdNotifier | None = None,
+        control: ControlPlane | None = None,
     ) -> None:
         self.config = config
         self.service = service
@@ -157,9 +184,18 @@ class Daemon:
         self._housekeeper: Joinable | None = None
         # The top-level `heartbeat:` pinger (lib/notify/heartbeat.py), on its own thread.
         self.heartbeat = heartbeat
+        # Other threads that live as long as the loop (the metrics textfile writer):
+        # started after start-up, stopped after the runs.
+        self.companions = tuple(companions)
         # systemd's Type=notify and watchdog (lib/sdnotify.py); a no-op outside systemd.
         self.systemd = systemd or SystemdNotifier(None)
         self._fed_at: float | None = None  # when the loop last fed the watchdog (clock.monotonic)
+        # Run requests from other threads (run-now over the socket…) and the run events
+        # (lib/control.py): a request wakes the loop like a signal does; every recorded
+        # run is published as `finished`.
+        self.control = control or ControlPlane()
+        self.control.queue.bind(self._wake.set)
+        service.listeners.append(self.control.on_record)
 
     @property
     def history(self) -> History:
@@ -242,6 +278,8 @@ class Daemon:
         self._housekeeping(now)
         if self.heartbeat is not None:
             self.heartbeat.start()
+        for companion in self.companions:
+            companion.start()
         log.info(
             "dbt-scheduler started: %d job(s), state_dir %s, max_parallel %d",
             len(self.config.jobs),
@@ -364,6 +402,7 @@ class Daemon:
                 if self._reload_requested:
                     self._reload_requested = False
                     self._reload_and_tell()
+                self.control.queue.drain(self.answer)  # run-now, cancel: before the schedule's runs
                 now = self.clock.now()
                 self.service.retry_pending()  # rows and reports a full disk refused (lib/outbox.py)
                 self.dispatch(self.tick(now))
@@ -376,7 +415,12 @@ class Daemon:
                     wake_at = until
                 self._wake.clear()
                 # Checked after clear(): a slot that freed in between set the event before it.
-                if self._stop_requested or self._reload_requested or self._startable():
+                if (
+                    self._stop_requested
+                    or self._reload_requested
+                    or self._startable()
+                    or self.control.queue.pending()
+                ):
                     continue
                 seconds = (wake_at - self.clock.now()).total_seconds() if wake_at else MAX_SLEEP
                 if seconds > 0:
@@ -453,9 +497,15 @@ class Daemon:
                 log.info("%s: %d earlier fire time(s) coalesced into this run", job.name, decision.coalesced)
             with self._lock:
                 blocked = overlap_blocks(job, len(self._active.get(job.name, {})))
-                replaced = None if blocked else self._enqueue(decision, request)
+                manual = None if blocked else self._queued_manual(job.name)
+                replaced = None if blocked or manual else self._enqueue(decision, request)
             if blocked:
                 reason = "previous run still running; overlap: skip"
+                log.warning("%s: skipped the run due %s: %s", job.name, decision.scheduled_for, reason)
+                self.service.skip(request, reason)
+            elif manual is not None:
+                # A person asked for this job's run and follows it: it keeps its place.
+                reason = f"a run-now of this job (run {manual.request.run_id}) is waiting for a free slot"
                 log.warning("%s: skipped the run due %s: %s", job.name, decision.scheduled_for, reason)
                 self.service.skip(request, reason)
             elif replaced is not None:
@@ -498,6 +548,76 @@ class Daemon:
                 return queued
         self._queue.append(_Queued(decision, request, now))
         return None
+
+    def _queued_manual(self, job: str) -> _Queued | None:
+        """The job's queued run-now, if one waits (the caller holds the lock)."""
+        for queued in self._queue:
+            if queued.request.job.name == job and queued.request.trigger is TriggerKind.MANUAL:
+                return queued
+        return None
+
+    # ------------------------------------------------------------------ control requests
+
+    def answer(self, request: Request) -> Reply:
+        """Answer one control request (lib/control.py) on the loop's thread."""
+        if isinstance(request, RunNow):
+            return self._run_now(request)
+        return self._cancel(request)
+
+    def _run_now(self, request: RunNow) -> Reply:
+        """Queue a run-now like a due fire time: the same overlap check, queue and slots."""
+        with self._lock:
+            refused = admit_run_now(
+                request,
+                self.config.jobs,
+                running=list(self._active.get(request.job, {})),
+                queued=[q.request.run_id for q in self._queue if q.request.job.name == request.job],
+                stopping=self._stop_requested,
+                max_parallel=self._slots,
+            )
+            if refused is not None:
+                log.info("%s: run-now by %s refused: %s", request.job, request.triggered_by, refused.reason)
+                return refused
+            job = self.config.jobs[request.job]
+            run = self.service.new_request(
+                job,
+                TriggerKind.MANUAL,
+                triggered_by=request.triggered_by,
+                target=request.target,
+                select=request.select,
+            )
+            # Its place in line is the moment it was asked for (decide_queued leaves a manual
+            # run waiting however long it takes: a person asked for it).
+            self._enqueue(Decision(job, self.clock.now(), TriggerKind.MANUAL), run)
+        log.info("%s: run-now by %s queued as run %s", job.name, request.triggered_by, run.run_id)
+        self._start_queued()
+        with self._lock:
+            waiting = next((i + 1 for i, q in enumerate(self._queue) if q.request is run), 0)
+        return Accepted((run.run_id,), waiting=waiting)
+
+    def _cancel(self, request: Cancel) -> Reply:
+        """Stop running runs through their cancel token (SIGINT to dbt first, as a timeout);
+        a queued one leaves the queue and is recorded skipped."""
+        with self._lock:
+            tokens = dict(self._active.get(request.job, {}))
+            queued = {q.request.run_id: q for q in self._queue if q.request.job.name == request.job}
+            targets = cancel_targets(request, self.config.jobs, tokens, queued)
+            if isinstance(targets, Refused):
+                return targets
+            stop, drop = targets
+            self._queue = [q for q in self._queue if q.request.run_id not in drop]
+        why = f"cancelled by {request.by} ({request.via})"
+        for run_id in stop:
+            log.warning("%s: run %s %s", request.job, run_id, why)
+            tokens[run_id].cancel(why)
+        for run_id in drop:
+            log.warning("%s: queued run %s %s before it started", request.job, run_id, why)
+            self.service.skip(
+                queued[run_id].request, f"{why} before it started (it was waiting for a free slot)"
+            )
+        if drop:
+            self._publish_queue()
+        return Accepted((*stop, *drop))
 
     def _free_slots(self) -> int:
         with self._lock:
@@ -593,7 +713,14 @@ class Daemon:
         self, request: RunRequest, token: CancelToken, reattach: tuple[str, datetime] | None = None
     ) -> RunRecord | None:
         try:
-            on_line = (lambda line: self.on_line(request, line)) if self.on_line else (lambda line: None)
+            bus, job, run_id = self.control.bus, request.job.name, request.run_id
+
+            def on_line(line: str) -> None:
+                if self.on_line is not None:
+                    self.on_line(request, line)
+                bus.publish(RunEvent("line", job, run_id, line=line))  # never waits for a subscriber
+
+            bus.publish(RunEvent("started", job, run_id))
             if reattach is not None:
                 record = self.service.reattach(request, *reattach, on_line=on_line, cancel=token)
             else:
@@ -713,6 +840,7 @@ class Daemon:
         if self._executor is None:
             return
         self.systemd.stopping("stopping")
+        self.control.queue.close("the scheduler is stopping: no new run starts")
         self._drop_queue("the scheduler was stopping")
         with self._lock:
             running = sum(len(runs) for runs in self._active.values())
@@ -741,6 +869,8 @@ class Daemon:
         self.service.outbox.give_up()
         if self.heartbeat is not None:
             self.heartbeat.stop()
+        for companion in self.companions:
+            companion.stop()
         if self.service.notifier is not None:  # what the last runs said goes out, briefly
             self.service.notifier.close(NOTIFY_DRAIN_S)
         self._lockfile.release()

@@ -11,7 +11,8 @@
   run is still going is skipped and recorded as skipped; `allow` runs both. Only runs
   that actually run count: one waiting in the daemon's queue for a slot does not.
 - A run that waited for a slot until its fire time is older than `MISFIRE_TOLERANCE`
-  follows the catch-up policy, as if the daemon had seen it late (`decide_queued`).
+  follows the catch-up policy, as if the daemon had seen it late (`decide_queued`); a
+  run-now waits for its slot however long it takes.
 
 Every datetime here is an instant in UTC (triggers return UTC, the clock reads UTC):
 the `<`, `<=` and `>` below compare instants, never wall times of a zone, which
@@ -145,7 +146,10 @@ def decide_queued(
     is at most `catchup_grace` old; otherwise it is recorded as skipped (cron's
     behaviour), and the job's next fire time runs as usual. A run started 75 s late
     because other jobs held the slots would be the surprise cron users do not expect.
+    A run-now (trigger `manual`) has no fire time to miss: it waits as long as it takes.
     """
+    if decision.trigger is TriggerKind.MANUAL:
+        return decision
     lateness = (now - decision.scheduled_for).total_seconds()
     if lateness <= MISFIRE_TOLERANCE:
         return decision

@@ -47,12 +47,20 @@ def history_rows(state_dir: Path) -> list[dict[str, Any]]:
 
 @contextmanager
 def running_daemon(
-    config: Path, log_path: Path, env: Mapping[str, str] | None = None
+    config: Path,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    user: str | None = None,
+    python: str = sys.executable,
 ) -> Iterator[subprocess.Popen]:
-    """`scheduler.py --config CONFIG run` in its own session; killed with its group on the way out."""
+    """`scheduler.py --config CONFIG run` in its own session; killed with its group on the way out.
+    With `user` (root only) it runs as that user and its group alone, the way systemd runs it
+    (set in the child itself: no `runuser` in between to catch the signals)."""
+    as_user: dict[str, Any] = {"user": user, "group": user, "extra_groups": []} if user else {}
     with open(log_path, "w") as log:
         daemon = subprocess.Popen(
-            [sys.executable, "scheduler.py", "--config", str(config), "run"],
+            [python, "scheduler.py", "--config", str(config), "run"],
+            **as_user,
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -540,3 +540,10 @@ def test_console_summary_shows_commands_overrides_and_kept_sql(tmp_path: Path) -
     assert "--select tag:nightly" in out
     assert "Cmd" in out and "command 2: dbt build" in out
     assert "compiled SQL: " + str(run_dir / "compiled") in out
+
+
+def test_record_from_dict_gives_back_the_record_report_json_was_made_from() -> None:
+    from lib.report.files import record_from_dict
+
+    record = failing_record()
+    assert record_from_dict(json.loads(json.dumps(record_to_dict(record)))) == record

@@ -3,7 +3,9 @@ RunService; the node_exporter textfile written atomically."""
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -15,7 +17,7 @@ from lib.execution import RunService
 from lib.history import History
 from lib.models import Job, RunOutcome, RunStatus, TriggerKind
 from lib.triggers import parse_cron, parse_every
-from lib.web.metrics import Metrics
+from lib.web.metrics import Metrics, TextfileWriter
 from tests.fakes import FakeClock, FakeRunner
 
 T0 = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
@@ -243,3 +245,48 @@ def test_a_daemon_without_metrics_does_not_import_prometheus_client(tmp_path: Pa
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+class StoppingClock(FakeClock):
+    """Its waits advance time; the `stop_after`-th one finds the writer stopped."""
+
+    def __init__(self, start: datetime, stop_after: int) -> None:
+        super().__init__(start)
+        self.stop_after = stop_after
+
+    def wait(self, seconds: float, event: threading.Event) -> bool:
+        if len(self.waits) + 1 >= self.stop_after:
+            event.set()
+        return super().wait(seconds, event)
+
+
+def test_the_textfile_writer_writes_every_minute_and_once_more_on_stop(
+    tmp_path: Path, history: History, service: RunService
+) -> None:
+    clock = StoppingClock(T0, stop_after=3)
+    metrics = Metrics(history, lambda: JOBS, clock, process=False)
+    service.listeners.append(metrics.observe_run)
+    for _ in range(2):
+        service.execute(service.new_request(JOBS["nightly"], TriggerKind.MANUAL))
+    path = tmp_path / "textfile" / "dbt_scheduler.prom"
+    writer = TextfileWriter(metrics, path, clock)
+    writer.run()
+    assert clock.waits == [60.0, 60.0]  # the third wait finds the writer stopped
+    assert writer.writes == 4  # at once, after each of two waits, and on the way out
+    families = {f.name: f for f in text_string_to_metric_families(path.read_text())}
+    [count] = [s for s in families["dbt_scheduler_run_duration_seconds"].samples if s.name.endswith("_count")]
+    assert count.labels == {"job": "nightly"} and count.value == 2
+
+
+def test_a_textfile_that_cannot_be_written_is_logged_once_and_never_raises(
+    tmp_path: Path, history: History, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the folder should be")
+    clock = StoppingClock(T0, stop_after=4)
+    writer = TextfileWriter(Metrics(history, lambda: JOBS, clock, process=False), blocker / "m.prom", clock)
+    with caplog.at_level(logging.ERROR):
+        writer.run()
+    assert writer.writes == 0
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "web.metrics_textfile" in errors[0] and "cannot write it" in errors[0]

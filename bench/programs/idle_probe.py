@@ -17,7 +17,8 @@ import lib.daemon  # noqa: E402  (after the path is set)
 
 
 def report(self, until=None):
-    self.start()
+    if self._executor is None:  # `scheduler.py run` starts the daemon before its loop
+        self.start()
     try:
         names = sorted({m.split(".")[0] for m in sys.modules})
         stdlib = sys.stdlib_module_names

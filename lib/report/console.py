@@ -134,6 +134,15 @@ class RunProgress:
             self._status.stop()
             self._status = None
 
+    def pause(self) -> None:
+        """Take the spinner line away (to ask a question on the terminal); `resume` brings it back."""
+        if self._status is not None:
+            self._status.stop()
+
+    def resume(self) -> None:
+        if self._status is not None:
+            self._status.start()
+
     @property
     def git_sha(self) -> str | None:
         """The commit run_commands.sh reported checking out, if any."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from lib.dbt_results import dbt_counts, display_name, problem_nodes, skipped_nodes
 from lib.durations import format_duration
-from lib.models import Freshness, NodeResult, RunRecord, count_statuses
+from lib.models import Freshness, NodeResult, RunOutcome, RunRecord, RunStatus, TriggerKind, count_statuses
 from lib.secrets import SecretMasker
 
 JSON_NAME = "report.json"
@@ -89,6 +89,51 @@ def record_to_dict(record: RunRecord, include_nodes: bool = True) -> dict[str, A
     if include_nodes:
         data["nodes"] = [node_to_dict(node) for node in outcome.nodes]
     return data
+
+
+def record_from_dict(data: dict[str, Any]) -> RunRecord:
+    """The run record `record_to_dict` made `data` from (report.json, or a `finished` event of
+    the control socket): what `run-now` renders its summary from when the daemon ran the run."""
+    nodes = tuple(
+        NodeResult(
+            unique_id=node["unique_id"],
+            status=node["status"],
+            message=node.get("message"),
+            failures=node.get("failures"),
+            execution_time=node.get("execution_time") or 0.0,
+            resource_type=node.get("resource_type") or "",
+            skipped_because=tuple(node.get("skipped_because") or ()),
+            command=node.get("command"),
+            freshness=Freshness(**node["freshness"]) if node.get("freshness") else None,
+            compiled_path=node.get("compiled_path"),
+        )
+        for node in data.get("nodes") or ()
+    )
+    outcome = RunOutcome(
+        status=RunStatus(data["outcome"]),
+        reason=data.get("reason") or "",
+        exit_code=data.get("exit_code"),
+        log_path=Path(data["log_path"]) if data.get("log_path") else None,
+        nodes=nodes,
+        git_sha=data.get("git_sha"),
+        external_id=data.get("external_id"),
+        log_url=data.get("log_url"),
+        image=data.get("image"),
+    )
+    return RunRecord(
+        job=data["job"],
+        run_id=data["run_id"],
+        trigger=TriggerKind(data["trigger"]),
+        outcome=outcome,
+        started_at=datetime.fromisoformat(data["started_at"]),
+        finished_at=datetime.fromisoformat(data["finished_at"]),
+        scheduled_for=datetime.fromisoformat(data["scheduled_for"]) if data.get("scheduled_for") else None,
+        triggered_by=data.get("triggered_by"),
+        run_dir=Path(data["run_dir"]) if data.get("run_dir") else None,
+        target_override=data.get("target_override"),
+        select_override=data.get("select_override"),
+        commands=tuple(data.get("commands") or ()),
+    )
 
 
 def mask_data(data: Any, mask: Callable[[str], str]) -> Any:

@@ -28,6 +28,8 @@ prometheus_client costs the daemon memory it does not spend with `web:` unset.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +49,8 @@ from lib.clock import Clock
 from lib.models import Job, RunRecord, RunStatus, TriggerKind
 
 # dbt runs last seconds to hours: buckets from 1 s to 4 h.
+log = logging.getLogger(__name__)
+
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, float("inf"))
 # Fire time → start: milliseconds when all is well, seconds when the queue is full.
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, float("inf"))
@@ -178,3 +182,61 @@ class Metrics:
         node_exporter reads the old file or the new one, never a part)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         write_to_textfile(str(path), self.registry)
+
+
+# node_exporter reads the textfile at each scrape (typically every 15 to 60 s): once a
+# minute keeps it as fresh as the daemon's own idle wake-up.
+TEXTFILE_EVERY_S = 60.0
+
+
+class TextfileWriter:
+    """Writes the metrics to `web.metrics_textfile` now, then every `every` seconds until
+    stopped, and once more on the way out (the last runs' durations). On its own thread: a
+    slow disk never holds the loop. A write that fails (a full or read-only disk) is logged
+    once, with the fix, until one succeeds again; it never raises."""
+
+    def __init__(self, metrics: Metrics, path: Path, clock: Clock, every: float = TEXTFILE_EVERY_S) -> None:
+        self.metrics = metrics
+        self.path = path
+        self.clock = clock
+        self.every = every
+        self.stop_event = threading.Event()
+        self.writes = 0
+        self._failing = False
+        self._thread: threading.Thread | None = None
+
+    def write(self) -> bool:
+        try:
+            self.metrics.write_textfile(self.path)
+        except Exception as exc:  # OSError mostly; never let the writer's death pass for the daemon's
+            if not self._failing:
+                log.error(
+                    "web.metrics_textfile %s: cannot write it: %s: free space or fix the folder's "
+                    "permissions (the daemon keeps trying every %.0f s)",
+                    self.path,
+                    exc,
+                    self.every,
+                )
+            self._failing = True
+            return False
+        if self._failing:
+            log.info("web.metrics_textfile %s: written again", self.path)
+        self._failing = False
+        self.writes += 1
+        return True
+
+    def run(self) -> None:
+        while True:
+            self.write()
+            if self.clock.wait(self.every, self.stop_event):
+                self.write()
+                return
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="metrics-textfile", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
