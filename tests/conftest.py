@@ -20,6 +20,21 @@ START = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)  # a Monday
 
 
 @pytest.fixture(autouse=True)
+def same_process_state_after() -> Iterator[None]:
+    """The umask and signal handlers as the test found them. `lib.cli.main` called
+    in-process sets what a CLI process should: umask 027 for a command that writes under
+    state_dir (later tests' files would be unreadable to others: a container's user then
+    cannot run the script a test wrote), and run-now's SIGINT/SIGTERM/SIGHUP handlers."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    yield
+    os.umask(umask)
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+
+@pytest.fixture(autouse=True)
 def no_run_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
     """After each test that ran jobs under its tmp_path, kill every run's process group it
     left: a failed assertion, a timeout or a killed daemon/run-now leaves bash + dbt going

@@ -276,19 +276,10 @@ def test_the_aws_env_file_secret_never_leaks_from_an_ecs_run(
     from lib.cli import main
 
     console: dict[str, str] = {}
-    # run-now takes over SIGINT/SIGTERM/SIGHUP and the umask: give them back to pytest.
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    umask = os.umask(0o022)
-    os.umask(umask)
-    try:
-        for attempt in (1, 2):
-            assert main(["--config", str(config_path), "run-now", "shop"]) == 1
-            out, err = capsys.readouterr()
-            console[f"run-now {attempt}"] = out + err
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-        os.umask(umask)
+    for attempt in (1, 2):  # conftest gives pytest back the signal handlers and umask it sets
+        assert main(["--config", str(config_path), "run-now", "shop"]) == 1
+        out, err = capsys.readouterr()
+        console[f"run-now {attempt}"] = out + err
 
     clock = FakeClock(START)
     app = with_moto(config_path, clock=clock)
