@@ -358,6 +358,7 @@ class WebSettings:
     group_roles: Mapping[str, str] = field(default_factory=dict)
     read_only: bool = False  # refuse every mutation (run now, cancel, pause, tokens)
     session_hours: int = 12  # lifetime of a browser session cookie
+    audit_days: int = 365  # the audit log's entries older than this go with retention
     metrics_textfile: Path | None = None  # node_exporter textfile collector file (*.prom)
 
     @property

@@ -9,7 +9,8 @@ no longer in jobs.yaml):
   `keep_failed_work` keep it; the others lose `work/` and keep their log and
   reports. The runners delete `work/` after a success, so these are the failed,
   timed-out and cancelled runs, whose clone and target/ help debugging;
-- history rows that started more than `keep_days` days ago are deleted.
+- history rows that started more than `keep_days` days ago are deleted;
+- audit log entries (lib/web/audit.py) older than `web.audit_days` (365) are deleted.
 
 Never deleted: a running run (its row says `running`), the job's newest history
 row (what `status` shows) and the row with its latest scheduled fire time (what
@@ -86,6 +87,7 @@ class PruneReport:
     dry_run: bool
     jobs: list[JobPrune] = field(default_factory=list)
     stopped: bool = False  # `stop` said so before everything was done
+    audit_rows: int = 0  # audit log entries older than `web.audit_days`
 
     def total(self) -> JobPrune:
         total = JobPrune("all jobs")
@@ -102,6 +104,11 @@ class PruneReport:
         return (
             f"retention: {verb} {total.run_dirs} run folder(s), {total.work_dirs} work/ folder(s) "
             f"and {total.history_rows} history row(s), {_megabytes(total.bytes)}"
+            + (
+                f"; {self.audit_rows} audit entr{'y' if self.audit_rows == 1 else 'ies'}"
+                if self.audit_rows
+                else ""
+            )
             + (" (stopped before the end: the rest goes next time)" if self.stopped else "")
         )
 
@@ -179,6 +186,10 @@ def prune_state(
         if stop():
             report.stopped = True
             break
+    if not report.stopped:
+        from lib.web.audit import prune_audit  # small, no third-party import
+
+        report.audit_rows = prune_audit(history, now - timedelta(days=config.web.audit_days), dry_run)
     return report
 
 
@@ -191,7 +202,7 @@ def prune_and_log(
     except Exception:  # housekeeping must never take the daemon down
         log.exception("retention: pruning %s failed; the next attempt is in a day", config.state_dir)
         return None
-    if report.jobs:
+    if report.jobs or report.audit_rows:
         log.info("%s", report.summary())
     return report
 

@@ -323,3 +323,25 @@ def test_prune_command_dry_run_then_for_real(tmp_path: Path, capsys: pytest.Capt
     assert main(["--config", str(config_path), "prune"]) == 0
     assert "retention: deleted 2 run folder(s)" in capsys.readouterr().out
     assert [path.exists() for path in old] == [False, False, True]
+
+
+def test_the_audit_log_keeps_web_audit_days_of_entries(make_config: Callable[..., Config]) -> None:
+    from lib.web.audit import AuditLog
+
+    config = make_config({"nightly": {"schedule": "0 5 * * *"}}, web={"audit_days": 30})
+    history = History(config.state_dir / "history.db")
+    for days_ago in (400, 31, 29, 1):
+        clock = FakeClock(START - timedelta(days=days_ago))
+        AuditLog(history, clock).record(user="alice", source="cli", action="token_create", result="allowed")
+
+    def ages() -> list[int]:
+        return sorted((START - e.at).days for e in AuditLog(history, FakeClock(START)).query(limit=100))
+
+    dry = prune_state(config, history, START, dry_run=True)
+    assert dry.audit_rows == 2 and "would delete" in dry.summary() and "2 audit entries" in dry.summary()
+    assert ages() == [1, 29, 31, 400]
+    for expected in (2, 0):  # the second pass finds nothing more to delete
+        assert prune_state(config, history, START).audit_rows == expected
+        assert ages() == [1, 29]
+    default = make_config({"nightly": {"schedule": "0 5 * * *"}})
+    assert default.web.audit_days == 365

@@ -491,6 +491,15 @@ WEB = Section(
             since="0.3.0",
         ),
         Key(
+            "audit_days",
+            "how many days the audit log keeps an entry; older ones go with the daily retention pass "
+            "(`prune`).",
+            _whole(1, 36500),
+            checks.whole(1, 36500),
+            default=365,
+            since="0.3.0",
+        ),
+        Key(
             "metrics_textfile",
             "also write the metrics to this file for node_exporter's textfile collector (it must end in "
             "`.prom`), for boxes nothing scrapes. See [Metrics](#metrics).",

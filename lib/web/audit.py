@@ -134,15 +134,21 @@ class AuditLog:
             rows = conn.execute(sql, params).fetchall()
         return [AuditEntry(**{**dict(row), "at": datetime.fromisoformat(row["at"])}) for row in rows]
 
-    def prune(self, before: datetime) -> int:
-        """Delete the entries older than `before`; returns how many (for retention)."""
-        with self.history.transaction() as conn:
-            return conn.execute(
-                "DELETE FROM audit WHERE at < ?", (before.astimezone(UTC).isoformat(),)
-            ).rowcount
+    def prune(self, before: datetime, dry_run: bool = False) -> int:
+        return prune_audit(self.history, before, dry_run)
 
     def _clean(self, text: str | None) -> str | None:
         if text is None:
             return None
         text = _TOKEN.sub(r"\1_*****", self.mask(text))
         return text[:_MAX_TEXT]
+
+
+def prune_audit(history: Any, before: datetime, dry_run: bool = False) -> int:
+    """Delete the audit entries older than `before` (counted only, with `dry_run`); returns
+    how many. Retention calls it daily with `web.audit_days`."""
+    at = before.astimezone(UTC).isoformat()
+    with history.transaction() as conn:
+        if dry_run:
+            return int(conn.execute("SELECT count(*) FROM audit WHERE at < ?", (at,)).fetchone()[0])
+        return int(conn.execute("DELETE FROM audit WHERE at < ?", (at,)).rowcount)
