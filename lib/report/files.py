@@ -94,21 +94,7 @@ def record_to_dict(record: RunRecord, include_nodes: bool = True) -> dict[str, A
 def record_from_dict(data: dict[str, Any]) -> RunRecord:
     """The run record `record_to_dict` made `data` from (report.json, or a `finished` event of
     the control socket): what `run-now` renders its summary from when the daemon ran the run."""
-    nodes = tuple(
-        NodeResult(
-            unique_id=node["unique_id"],
-            status=node["status"],
-            message=node.get("message"),
-            failures=node.get("failures"),
-            execution_time=node.get("execution_time") or 0.0,
-            resource_type=node.get("resource_type") or "",
-            skipped_because=tuple(node.get("skipped_because") or ()),
-            command=node.get("command"),
-            freshness=Freshness(**node["freshness"]) if node.get("freshness") else None,
-            compiled_path=node.get("compiled_path"),
-        )
-        for node in data.get("nodes") or ()
-    )
+    nodes = tuple(node_from_dict(node) for node in data.get("nodes") or ())
     outcome = RunOutcome(
         status=RunStatus(data["outcome"]),
         reason=data.get("reason") or "",
@@ -197,7 +183,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     if data.get("reason"):
         lines += [f"**Reason:** {_cell(data['reason'])}", ""]
 
-    nodes = [_node_from_dict(n) for n in data.get("nodes") or []]
+    nodes = [node_from_dict(n) for n in data.get("nodes") or []]
     if nodes:
         counts = dbt_counts(nodes)
         lines += [" ".join(f"{key}={value}" for key, value in counts.items()), ""]
@@ -253,7 +239,8 @@ def _link(path: str, run_dir: str | None) -> str:
     return shown
 
 
-def _node_from_dict(data: dict[str, Any]) -> NodeResult:
+def node_from_dict(data: dict[str, Any]) -> NodeResult:
+    """A node as `node_to_dict` wrote it (report.json's `nodes`)."""
     return NodeResult(
         unique_id=data["unique_id"],
         status=data["status"],
@@ -263,6 +250,7 @@ def _node_from_dict(data: dict[str, Any]) -> NodeResult:
         resource_type=data.get("resource_type") or "",
         skipped_because=tuple(data.get("skipped_because") or ()),
         command=data.get("command"),
+        freshness=Freshness(**data["freshness"]) if data.get("freshness") else None,
         compiled_path=data.get("compiled_path"),
     )
 
