@@ -131,6 +131,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_by_user ON audit (user, at);
     CREATE INDEX audit_by_job ON audit (job, at);
     """,
+    # 7: the web UI's timeline reads the runs of a time window across every job.
+    """
+    CREATE INDEX runs_by_start ON runs (started_at);
+    """,
 ]
 # The columns of migration 3: in `running()` rows, not in `history --json`.
 PROCESS_COLUMNS = ("supervisor_pid", "supervisor_start", "process_pid", "process_start", "container")
@@ -447,19 +451,44 @@ class History:
 
     # ------------------------------------------------------------------ reading
 
-    def runs(self, job: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
-        """Most recent first, as dicts keyed like report.json (without nodes)."""
+    def runs(
+        self,
+        job: str | None = None,
+        limit: int | None = 50,
+        outcome: str | None = None,
+        trigger: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Most recent first, as dicts keyed like report.json (without nodes); `outcome`
+        and `trigger` keep only the runs with that outcome or trigger."""
         sql = "SELECT * FROM runs"
+        where: list[str] = []
         params: list[Any] = []
-        if job is not None:
-            sql += " WHERE job = ?"
-            params.append(job)
+        for column, value in (("job", job), ("outcome", outcome), ("trigger", trigger)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started_at DESC, rowid DESC"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
         with self._connect() as conn:
             return [_row_to_dict(row) for row in conn.execute(sql, params)]
+
+    def recent(self, jobs: Sequence[str], per_job: int) -> dict[str, list[dict[str, Any]]]:
+        """The latest `per_job` runs of each of `jobs`, newest first: one indexed query per
+        job on one connection (the web UI's jobs page: last outcome, strip, durations)."""
+        sql = "SELECT * FROM runs WHERE job = ? ORDER BY started_at DESC, rowid DESC LIMIT ?"
+        with self._connect() as conn:
+            return {job: [_row_to_dict(row) for row in conn.execute(sql, (job, per_job))] for job in jobs}
+
+    def started_between(self, since: datetime, until: datetime, limit: int = 5000) -> list[dict[str, Any]]:
+        """Runs that started in [since, until), oldest first, at most `limit` (the timeline)."""
+        sql = "SELECT * FROM runs WHERE started_at >= ? AND started_at < ? ORDER BY started_at, rowid LIMIT ?"
+        with self._connect() as conn:
+            rows = conn.execute(sql, (_iso(since), _iso(until), limit)).fetchall()
+        return [_row_to_dict(row) for row in rows]
 
     def get(self, run_id: str) -> dict[str, Any] | None:
         with self._connect() as conn:
