@@ -4,6 +4,7 @@ docker/run_commands.sh (no dbt: these tests are about the server and the queue).
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import socket
@@ -106,8 +107,10 @@ def test_api_run_now_over_real_http_with_a_cli_run_now_under_max_parallel(tmp_pa
             out, _ = follower.communicate(timeout=120)
             assert follower.returncode == 0, out
             wait_for(
-                lambda: all(r["outcome"] != "running" for r in history_rows(tmp_path / "state"))
-                and len(history_rows(tmp_path / "state")) == 2 * attempt,
+                lambda want=2 * attempt: (
+                    all(r["outcome"] != "running" for r in history_rows(tmp_path / "state"))
+                    and len(history_rows(tmp_path / "state")) == want
+                ),
                 60,
                 f"round {attempt}'s two runs to end",
             )
@@ -124,7 +127,7 @@ def test_api_run_now_over_real_http_with_a_cli_run_now_under_max_parallel(tmp_pa
     ]
     assert [r["outcome"] for r in rows if r["job"] == "cli_job"] == ["succeeded", "succeeded"]
     spans = sorted((r["started_at"], r["finished_at"]) for r in rows)
-    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert end <= start, f"two runs overlapped under max_parallel 1: {spans}"
     audit = cli(config, "audit", "--json")
     assert audit.returncode == 0, audit.stderr
