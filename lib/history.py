@@ -484,8 +484,10 @@ class History:
             return {job: [_row_to_dict(row) for row in conn.execute(sql, (job, per_job))] for job in jobs}
 
     def started_between(self, since: datetime, until: datetime, limit: int = 5000) -> list[dict[str, Any]]:
-        """Runs that started in [since, until), oldest first, at most `limit` (the timeline)."""
-        sql = "SELECT * FROM runs WHERE started_at >= ? AND started_at < ? ORDER BY started_at, rowid LIMIT ?"
+        """Runs that started in [since, until], oldest first, at most `limit` (the timeline)."""
+        sql = (
+            "SELECT * FROM runs WHERE started_at >= ? AND started_at <= ? ORDER BY started_at, rowid LIMIT ?"
+        )
         with self._connect() as conn:
             rows = conn.execute(sql, (_iso(since), _iso(until), limit)).fetchall()
         return [_row_to_dict(row) for row in rows]
