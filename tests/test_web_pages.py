@@ -76,7 +76,7 @@ def test_a_refused_sign_in_is_401_and_audited_and_a_foreign_next_is_ignored(serv
 
 
 def test_a_session_ends_when_its_token_is_revoked_and_a_tampered_cookie_is_nobody(served: Served) -> None:
-    client, token = signed_in(served, Role.VIEWER, user="vera")
+    client, _token = signed_in(served, Role.VIEWER, user="vera")
     assert client.get("/").status_code == 200
     [info] = [t for t in served.tokens.list() if t.user == "vera"]
     served.tokens.revoke(info.id)
