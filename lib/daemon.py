@@ -900,6 +900,18 @@ class Daemon:
             elif not remote_only:
                 token.cancel()
 
+    def job_of(self, run_id: str) -> str | None:
+        """The job of run `run_id` when this daemon holds it: waiting for a slot, or started
+        (history may not have its row yet: the run's own thread writes it a moment later)."""
+        with self._lock:
+            for queued in self._queue:
+                if queued.request.run_id == run_id:
+                    return queued.request.job.name
+            for job, runs in self._active.items():
+                if run_id in runs:
+                    return job
+        return None
+
     def active_runs(self) -> dict[str, int]:
         with self._lock:
             return {job: len(runs) for job, runs in self._active.items()}

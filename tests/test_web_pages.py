@@ -144,7 +144,7 @@ def test_the_jobs_page_shows_schedule_next_run_last_outcome_strip_and_sparkline(
     client, _ = signed_in(served, Role.VIEWER)
     page = client.get("/").text
     row = page[page.index('href="/jobs/nightly"') : page.index('href="/jobs/sales_daily"')]
-    assert served.daemon.config.jobs["nightly"].trigger.describe() in row
+    assert "At 06:00" in row and "<code>0 6 * * *</code>" in row  # the schedule in words
     assert "2026-03-02 06:00:00 UTC" in row  # the next run, in the job's timezone
     assert 'class="badge o-failed"' in row  # the last outcome
     assert row.count('<li><a class="o-') == 4 and "last 4 outcomes" in row
@@ -299,6 +299,19 @@ def test_lanes_put_overlapping_runs_of_a_job_one_below_the_other() -> None:
     assert bars[-1].end == t + timedelta(minutes=30)  # still running: up to now
     svg = charts.gantt(rows, ["a", "b"], t, t + timedelta(hours=1))
     assert svg.count("<rect") == 4 and svg.startswith("<svg")
+
+
+def test_schedules_are_said_in_words() -> None:
+    from zoneinfo import ZoneInfo
+
+    from lib.triggers import CronTrigger
+    from lib.web.words import cron_in_words, schedule_in_words
+
+    assert (
+        schedule_in_words(CronTrigger("30 2 * * 1-5", ZoneInfo("UTC"))) == "At 02:30, Monday through Friday"
+    )
+    assert cron_in_words("@daily") == "At 00:00"
+    assert cron_in_words("not cron") == "not cron"
 
 
 def test_the_sparkline_needs_two_runs_and_escapes_what_it_shows() -> None:

@@ -159,7 +159,7 @@ def serve(make_config: Callable[..., Config], make_app: Callable[..., App]) -> I
         state_dir=config.state_dir,
         metrics_text=metrics.text,
         next_fire=daemon.next_fire.get,
-        queued=daemon.queued_runs,
+        job_of=daemon.job_of,
     )
     loop.start()
     try:

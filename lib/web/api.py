@@ -34,6 +34,7 @@ from lib.control import Accepted, Cancel, RunNow
 from lib.history import RUNNING
 from lib.web.app import Site, csrf_ok, csrf_token, denied, error
 from lib.web.roles import Action, in_scope
+from lib.web.words import schedule_in_words
 
 LOG_CHUNK = 1024 * 1024  # bytes of run.log one request answers at most
 RUNS_LIMIT = 500
@@ -63,6 +64,7 @@ def job_summary(site: Site, name: str, last: dict[str, Any] | None) -> dict[str,
         "name": name,
         "description": job.description,
         "schedule": job.trigger.describe(),
+        "schedule_words": schedule_in_words(job.trigger),
         "timezone": job.timezone.key,
         "enabled": job.enabled,
         "runner": job.runner,
@@ -108,9 +110,17 @@ def read_log(row: dict[str, Any], offset: int) -> tuple[bytes, int]:
     return data, max(0, offset) + len(data)
 
 
+WAITING = "waiting"
+
+
+def waiting_row(job: str, run_id: str) -> dict[str, Any]:
+    """What is known of a run the daemon took but has not recorded yet."""
+    return {"job": job, "run_id": run_id, "outcome": WAITING, "run_dir": None, "log_path": None}
+
+
 def report(row: dict[str, Any]) -> dict[str, Any]:
     """The run's report.json (masked when written), else its history row (a running run)."""
-    if row.get("run_dir") and row.get("outcome") != RUNNING:
+    if row.get("run_dir") and row.get("outcome") not in (RUNNING, WAITING):
         with contextlib.suppress(FileNotFoundError, ValueError, IsADirectoryError):
             data = json.loads((Path(row["run_dir"]) / "report.json").read_text(encoding="utf-8"))
             if isinstance(data, dict):
@@ -171,12 +181,16 @@ class Api:
         return JSONResponse({"job": job, "runs": runs})
 
     def _run_row(self, request: Request) -> tuple[Any, dict[str, Any] | None, Response | None]:
-        """(checked, the run's row, None) or (checked, None, the refusal or 404) for a VIEW of a run."""
+        """(checked, the run's row, None) or (checked, None, the refusal or 404) for a VIEW of a
+        run. A run the daemon holds but history does not show yet (waiting for a slot, or
+        starting) gets a stand-in row, outcome `waiting`."""
         run_id = request.path_params["run_id"]
         job, row = self.site.run_job(run_id)
         checked = self.site.check(request, Action.VIEW, job=job, run_id=run_id)
         if not checked.allowed:
             return checked, None, denied(checked)
+        if row is None and job is not None:
+            row = waiting_row(job, run_id)
         if row is None:
             return checked, None, error(404, f"no run {run_id!r} in history")
         return checked, row, None
@@ -196,8 +210,8 @@ class Api:
         except ValueError:
             return error(400, "offset must be a whole number of bytes")
         data, next_offset = read_log(row, offset)
-        running = self.site.history.get(row["run_id"])
-        still = running is not None and running["outcome"] == RUNNING
+        now = self.site.history.get(row["run_id"])
+        still = row["outcome"] == WAITING if now is None else now["outcome"] == RUNNING
         return Response(
             data,
             media_type="text/plain; charset=utf-8",

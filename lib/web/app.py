@@ -42,7 +42,6 @@ from lib.clock import Clock
 from lib.control import ControlPlane, Reply
 from lib.control import Request as ControlRequest
 from lib.models import Job, WebSettings
-from lib.queue_state import QueuedEntry
 from lib.web.access import Checked, Gate
 from lib.web.roles import Action
 
@@ -68,7 +67,8 @@ class Site:
     state_dir: Path
     metrics_text: Callable[[], bytes] | None = None
     next_fire: Callable[[str], datetime | None] = lambda _job: None
-    queued: Callable[[], list[QueuedEntry]] = list
+    # The job of a run the daemon holds but history may not show yet (Daemon.job_of).
+    job_of: Callable[[str], str | None] = lambda _run_id: None
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ access
@@ -105,14 +105,12 @@ class Site:
             return None
 
     def run_job(self, run_id: str) -> tuple[str | None, dict[str, Any] | None]:
-        """(the job of run `run_id`, its history row): a queued run has no row yet, only a job."""
+        """(the job of run `run_id`, its history row): a run waiting for a slot, or just
+        started, has no row yet, only a job; (None, None) for a run no one knows."""
         row = self.history.get(run_id)
         if row is not None:
             return row["job"], row
-        for entry in self.queued():
-            if entry.run_id == run_id:
-                return entry.job, None
-        return None, None
+        return self.job_of(run_id), None
 
 
 def peer_of(request: Request) -> str | None:
@@ -240,6 +238,6 @@ def for_daemon(
         state_dir=config.state_dir,
         metrics_text=metrics_text,
         next_fire=daemon.next_fire.get,
-        queued=daemon.queued_runs,
+        job_of=daemon.job_of,
     )
     return build_app(site)

@@ -129,7 +129,10 @@ def gantt(
         tx = x(moment)
         text = moment.strftime("%H:%M") if span <= 86400 else moment.strftime("%a %d")
         parts.append(f'<line class="tick" x1="{tx:.1f}" y1="16" x2="{tx:.1f}" y2="{height}"/>')
-        parts.append(f'<text class="tick" x="{tx:.1f}" y="12" text-anchor="middle">{escape(text)} UTC</text>')
+        anchor = "start" if i == 0 else "end" if i == ticks else "middle"  # the ends stay inside
+        parts.append(
+            f'<text class="tick" x="{tx:.1f}" y="12" text-anchor="{anchor}">{escape(text)} UTC</text>'
+        )
     for job in jobs:
         baseline = top[job] + row_height - 3
         parts.append(

@@ -32,7 +32,7 @@ from lib.control import Accepted, Cancel, RunNow
 from lib.history import RUNNING
 from lib.models import RunStatus, TriggerKind
 from lib.web import charts
-from lib.web.api import LOG_CHUNK, job_summary, log_file, report, visible_jobs
+from lib.web.api import LOG_CHUNK, WAITING, job_summary, log_file, report, visible_jobs, waiting_row
 from lib.web.app import Site, csrf_ok, csrf_token, peer_of
 from lib.web.roles import Action, authorize
 
@@ -283,10 +283,16 @@ class Pages:
         checked = self.site.check(request, Action.VIEW, job=job, run_id=run_id)
         if not checked.allowed:
             return checked, None, self.refused(request, checked)
+        if row is None and job is not None:
+            row = waiting_row(job, run_id)  # taken by the daemon, not recorded yet
         if row is None:
-            message = f"Run {run_id} is waiting for a free slot." if job else f"No run {run_id} in history."
             page = self.render(
-                request, "error.html", 404, identity=checked.identity, title="No such run", message=message
+                request,
+                "error.html",
+                404,
+                identity=checked.identity,
+                title="No such run",
+                message=f"No run {run_id} in history.",
             )
             return checked, None, page
         return checked, row, None
@@ -296,7 +302,7 @@ class Pages:
         if refusal is not None or row is None:
             return refusal  # type: ignore[return-value]
         data = report(row)
-        running = row["outcome"] == RUNNING
+        running = row["outcome"] in (RUNNING, WAITING)
         log_text, offset = _log_tail(row)
         return self.render(
             request,
