@@ -64,7 +64,18 @@ class Cancel:
     via: str = "scheduler.py cancel"  # how it was asked, for the run's reason
 
 
-Request = RunNow | Cancel
+@dataclass(frozen=True)
+class Pause:
+    """Pause `job`'s schedule (`paused` True) or resume it, on behalf of `by`. A paused job's
+    fire times pass without a run (none is recorded, none is caught up on resume); run-now
+    still runs it. Kept in history.db, so it outlives a restart."""
+
+    job: str
+    by: str
+    paused: bool = True
+
+
+Request = RunNow | Cancel | Pause
 
 RefusalCode = Literal["unknown-job", "running", "waiting", "stopping", "nothing-to-cancel", "error"]
 

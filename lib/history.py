@@ -131,9 +131,15 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_by_user ON audit (user, at);
     CREATE INDEX audit_by_job ON audit (job, at);
     """,
-    # 7: the web UI's timeline reads the runs of a time window across every job.
+    # 7: the web UI's timeline reads the runs of a time window across every job; jobs
+    # paused from the web UI stay paused across restarts.
     """
     CREATE INDEX runs_by_start ON runs (started_at);
+    CREATE TABLE paused_jobs (
+        job       TEXT PRIMARY KEY,
+        paused_by TEXT,
+        paused_at TEXT NOT NULL
+    );
     """,
 ]
 # The columns of migration 3: in `running()` rows, not in `history --json`.
@@ -491,6 +497,23 @@ class History:
         with self._connect() as conn:
             rows = conn.execute(sql, (_iso(since), _iso(until), limit)).fetchall()
         return [_row_to_dict(row) for row in rows]
+
+    def paused(self) -> dict[str, dict[str, Any]]:
+        """The paused jobs: job → {paused_by, paused_at}."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT job, paused_by, paused_at FROM paused_jobs").fetchall()
+        return {row["job"]: {"paused_by": row["paused_by"], "paused_at": row["paused_at"]} for row in rows}
+
+    def set_paused(self, job: str, paused: bool, by: str | None = None, at: datetime | None = None) -> None:
+        """Pause `job` (by whom, when) or resume it; pausing a paused job keeps who paused it first."""
+        with self._connect() as conn:
+            if paused:
+                conn.execute(
+                    "INSERT OR IGNORE INTO paused_jobs (job, paused_by, paused_at) VALUES (?, ?, ?)",
+                    (job, by, _iso(at)),
+                )
+            else:
+                conn.execute("DELETE FROM paused_jobs WHERE job = ?", (job,))
 
     def get(self, run_id: str) -> dict[str, Any] | None:
         with self._connect() as conn:

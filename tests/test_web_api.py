@@ -25,6 +25,9 @@ ROUTES = [
     ("POST", "/api/jobs/nightly/runs", Role.OPERATOR, 202),
     ("POST", "/api/runs/{run}/cancel", Role.OPERATOR, 409),  # allowed, but it has finished
     ("GET", "/api/audit", Role.ADMIN, 200),
+    ("GET", "/api/whoami", Role.VIEWER, 200),
+    ("POST", "/api/jobs/nightly/pause", Role.OPERATOR, 200),
+    ("POST", "/api/jobs/nightly/resume", Role.OPERATOR, 200),
 ]
 CREDENTIALS = ["none", "viewer", "operator", "admin", "expired", "revoked", "garbage"]
 
@@ -252,3 +255,27 @@ def test_openapi_lists_every_api_route(served: Served) -> None:
     ):
         assert path in document["paths"], path
     assert set(document["paths"]["/api/jobs/{job}/runs"]) == {"get", "post"}
+
+
+def test_pause_and_resume_over_the_api_are_audited_and_shown(served: Served) -> None:
+    client = served.client()
+    op = served.token(Role.OPERATOR, user="op")
+    viewer = served.token(Role.VIEWER, user="vic")
+    assert client.post("/api/jobs/nightly/pause", headers=bearer(viewer)).status_code == 403
+    answer = client.post("/api/jobs/nightly/pause", headers=bearer(op))
+    assert answer.status_code == 200 and answer.json() == {"job": "nightly", "paused": True}
+    assert "nightly" not in served.daemon.next_fire
+    jobs = {job["name"]: job for job in client.get("/api/jobs", headers=bearer(viewer)).json()["jobs"]}
+    assert jobs["nightly"]["paused"]["paused_by"] == "op" and jobs["nightly"]["next_run"] is None
+    assert jobs["slow"]["paused"] is None and jobs["slow"]["next_run"] is not None
+    assert client.post("/api/jobs/nope/pause", headers=bearer(op)).status_code == 404
+    assert client.post("/api/jobs/nightly/resume", headers=bearer(op)).status_code == 200
+    assert "nightly" in served.daemon.next_fire
+    audit = [(e.user, e.action, e.result, e.detail) for e in reversed(served.audit.query())]
+    assert audit[0] == ("vic", "pause", "denied:role", audit[0][3])
+    assert audit[1] == ("op", "pause", "allowed", "pause") and audit[-1] == (
+        "op",
+        "pause",
+        "allowed",
+        "resume",
+    )

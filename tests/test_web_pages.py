@@ -182,10 +182,24 @@ def test_run_now_from_the_job_page_needs_csrf_and_lands_on_the_run_page(served: 
     assert client.post("/api/jobs/nightly/runs", headers={"X-CSRF-Token": csrf}).status_code == 202
 
 
+def test_the_pause_toggle_on_the_job_page(served: Served) -> None:
+    client, _ = signed_in(served, Role.OPERATOR, user="olga")
+    page = client.get("/jobs/nightly")
+    assert "Pause the schedule" in page.text
+    assert client.post("/jobs/nightly/pause", data={"csrf": "forged", "paused": "1"}).status_code == 403
+    answer = client.post("/jobs/nightly/pause", data={"csrf": csrf_of(page.text), "paused": "1"})
+    assert answer.status_code == 303 and "nightly" not in served.daemon.next_fire
+    paused = client.get("/jobs/nightly").text
+    assert "Resume the schedule" in paused and "paused by olga" in paused
+    assert '<span class="badge o-cancelled">paused</span>' in client.get("/").text
+    client.post("/jobs/nightly/pause", data={"csrf": csrf_of(paused), "paused": "0"})
+    assert "nightly" in served.daemon.next_fire and "Pause the schedule" in client.get("/jobs/nightly").text
+
+
 def test_a_viewer_gets_no_run_now_form_and_its_post_is_refused(served: Served) -> None:
     client, _ = signed_in(served, Role.VIEWER)
     page = client.get("/jobs/nightly")
-    assert "Run nightly now" not in page.text
+    assert "Run nightly now" not in page.text and "Pause the schedule" not in page.text
     answer = client.post("/jobs/nightly/run", data={"csrf": csrf_of(page.text)})
     assert answer.status_code == 403 and "needs the operator role" in answer.text
 

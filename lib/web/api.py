@@ -30,9 +30,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from lib.control import Accepted, Cancel, RunNow
+from lib.control import Accepted, Cancel, Pause, RunNow
 from lib.history import RUNNING
-from lib.web.app import Site, csrf_ok, csrf_token, denied, error
+from lib.web.app import Site, csrf_ok, csrf_token, denied, error, peer_of
 from lib.web.roles import Action, in_scope
 from lib.web.words import schedule_in_words
 
@@ -49,6 +49,8 @@ def routes(site: Site) -> list[Route]:
         Route("/api/jobs", handlers.jobs),
         Route("/api/jobs/{job}/runs", handlers.job_runs, methods=["GET"]),
         Route("/api/jobs/{job}/runs", handlers.run_now, methods=["POST"]),
+        Route("/api/jobs/{job}/pause", handlers.pause, methods=["POST"]),
+        Route("/api/jobs/{job}/resume", handlers.resume, methods=["POST"]),
         Route("/api/runs/{run_id}", handlers.run),
         Route("/api/runs/{run_id}/log", handlers.log),
         Route("/api/runs/{run_id}/cancel", handlers.cancel, methods=["POST"]),
@@ -56,10 +58,13 @@ def routes(site: Site) -> list[Route]:
     ]
 
 
-def job_summary(site: Site, name: str, last: dict[str, Any] | None) -> dict[str, Any]:
-    """What `/api/jobs` says of one job: its schedule in words, next run, last run."""
+def job_summary(
+    site: Site, name: str, last: dict[str, Any] | None, paused: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """What `/api/jobs` says of one job: its schedule in words, next run, last run, and
+    who paused it when it is paused (`paused` is History.paused())."""
     job = site.jobs()[name]
-    next_fire = site.next_fire(name) if job.enabled else None
+    next_fire = site.next_fire(name) if job.enabled and name not in paused else None
     return {
         "name": name,
         "description": job.description,
@@ -70,6 +75,7 @@ def job_summary(site: Site, name: str, last: dict[str, Any] | None) -> dict[str,
         "runner": job.runner,
         "next_run": next_fire.isoformat() if next_fire is not None else None,
         "last_run": _brief(last) if last is not None else None,
+        "paused": paused.get(name),
     }
 
 
@@ -161,7 +167,10 @@ class Api:
             return denied(checked)
         names = visible_jobs(self.site, checked)
         last = self.site.history.last_runs()
-        return JSONResponse({"jobs": [job_summary(self.site, name, last.get(name)) for name in names]})
+        paused = self.site.history.paused()
+        return JSONResponse(
+            {"jobs": [job_summary(self.site, name, last.get(name), paused) for name in names]}
+        )
 
     def job_runs(self, request: Request) -> Response:
         job = request.path_params["job"]
@@ -251,6 +260,37 @@ class Api:
         self.site.done(request, checked, Action.RUN, job=job, run_id=run_id)
         return JSONResponse({"run_id": run_id, "job": job, "waiting": reply.waiting}, status_code=202)
 
+    async def pause(self, request: Request) -> Response:
+        return await _in_thread(self._pause, request, True)
+
+    async def resume(self, request: Request) -> Response:
+        return await _in_thread(self._pause, request, False)
+
+    def _pause(self, request: Request, paused: bool) -> Response:
+        job = request.path_params["job"]
+        checked = self.site.check(request, Action.PAUSE, job=job)
+        if not checked.allowed:
+            return denied(checked)
+        if not csrf_ok(request, checked, request.headers.get("x-csrf-token")):
+            return self._csrf_refused(request, checked, Action.PAUSE, job)
+        reply = self.answer_pause(request, checked, job, paused)
+        if isinstance(reply, Response):
+            return reply
+        return JSONResponse({"job": job, "paused": paused})
+
+    def answer_pause(self, request: Request, checked: Any, job: str, paused: bool) -> Response | None:
+        """Submit the pause or resume and audit it; None when done, else the error response."""
+        assert checked.identity is not None
+        reply = self.site.submit(Pause(job, by=checked.identity.name, paused=paused))
+        detail = "pause" if paused else "resume"
+        if not isinstance(reply, Accepted):
+            why = reply.reason if reply is not None else "the daemon did not answer"
+            self.site.gate.done(checked, peer_of(request), Action.PAUSE, job=job, error=f"{detail}: {why}")
+            status = 404 if reply is not None and reply.code == "unknown-job" else 503
+            return error(status, why)
+        self.site.gate.done(checked, peer_of(request), Action.PAUSE, job=job, detail=detail)
+        return None
+
     async def cancel(self, request: Request) -> Response:
         return await _in_thread(self._cancel, request)
 
@@ -286,8 +326,6 @@ class Api:
     def _csrf_refused(
         self, request: Request, checked: Any, action: Action, job: str, run_id: str | None = None
     ) -> Response:
-        from lib.web.app import peer_of
-
         identity = checked.identity
         self.site.gate.audit.record(
             user=identity.name if identity else None,

@@ -17,6 +17,7 @@ the offset it has; without JS the page refreshes itself while the run goes on.
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,6 +68,7 @@ def routes(site: Site) -> list[Route]:
         Route("/", pages.jobs),
         Route("/jobs/{job}", pages.job),
         Route("/jobs/{job}/run", pages.run_now, methods=["POST"]),
+        Route("/jobs/{job}/pause", pages.pause, methods=["POST"]),
         Route("/runs/{run_id}", pages.run),
         Route("/runs/{run_id}/cancel", pages.cancel, methods=["POST"]),
         Route("/runs/{run_id}/files/{name:path}", pages.file),
@@ -194,12 +196,13 @@ class Pages:
             return self.refused(request, checked)
         names = visible_jobs(self.site, checked)
         recent = self.site.history.recent(names, STRIP)
+        paused = self.site.history.paused()
         jobs = self.site.jobs()
         running = {row["job"] for row in self.site.history.running()}
         rows = []
         for name in names:
             runs = recent.get(name, [])
-            summary = job_summary(self.site, name, runs[0] if runs else None)
+            summary = job_summary(self.site, name, runs[0] if runs else None, paused)
             job = jobs[name]
             rows.append(
                 {
@@ -231,7 +234,7 @@ class Pages:
         trigger = request.query_params.get("trigger") or None
         runs = self.site.history.runs(name, limit=HISTORY_LIMIT, outcome=outcome, trigger=trigger)
         last = self.site.history.runs(name, limit=1)
-        summary = job_summary(self.site, name, last[0] if last else None)
+        summary = job_summary(self.site, name, last[0] if last else None, self.site.history.paused())
         job = jobs[name]
         return self.render(
             request,
@@ -248,6 +251,7 @@ class Pages:
             outcome=outcome,
             trigger=trigger,
             can_run=self.may(checked, Action.RUN, name),
+            can_pause=self.may(checked, Action.PAUSE, name),
             error=error,
         )
 
@@ -274,6 +278,26 @@ class Pages:
         why = reply.reason if reply is not None else "the daemon did not answer"
         self.site.done(request, checked, Action.RUN, job=name, error=why)
         return self.job(request, error=why, status=409)
+
+    async def pause(self, request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        form = await self.form(request)
+        return await run_in_threadpool(self._pause, request, form)
+
+    def _pause(self, request: Request, form: dict[str, str]) -> Response:
+        from lib.web.api import Api
+
+        name = request.path_params["job"]
+        checked = self.site.check(request, Action.PAUSE, job=name)
+        if not checked.allowed:
+            return self.refused(request, checked)
+        if not csrf_ok(request, checked, form.get("csrf")):
+            return self.csrf_refused(request, checked, "pause", name)
+        failed = Api(self.site).answer_pause(request, checked, name, form.get("paused") == "1")
+        if failed is not None:
+            return self.job(request, error=json.loads(failed.body)["error"], status=failed.status_code)
+        return RedirectResponse(f"/jobs/{quote(name)}", status_code=303)
 
     # ------------------------------------------------------------------ runs
 
