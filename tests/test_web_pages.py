@@ -150,6 +150,12 @@ def test_the_jobs_page_shows_schedule_next_run_last_outcome_strip_and_sparkline(
     assert row.count('<li><a class="o-') == 4 and "last 4 outcomes" in row
     assert '<svg class="spark"' in row and row.count("<circle") == 4
     assert "never run" in page[page.index('href="/jobs/slow"') :]
+    # The table is cached until a run starts or ends: the next run shows at once.
+    served.runs.outcome = RunOutcome(RunStatus.SUCCEEDED)
+    served.finished_run("slow")
+    again = client.get("/").text
+    assert "never run" not in again[again.index('href="/jobs/slow"') :]
+    assert again[again.index('href="/jobs/nightly"') :].count('<li><a class="o-') == 5
 
 
 def test_a_scoped_viewer_sees_only_its_jobs_and_no_audit_link(served: Served) -> None:

