@@ -46,18 +46,20 @@ def sparkline(runs: Sequence[dict[str, Any]], width: int = 120, height: int = 28
         (3 + i * step, height - 3 - (height - 6) * float(r["duration_s"]) / longest)
         for i, r in enumerate(points)
     ]
-    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
-    dots = "".join(
-        f'<circle class="o-{escape(str(r["outcome"]))}" cx="{x:.1f}" cy="{y:.1f}" r="2">'
-        f"<title>{escape(str(r['started_at']))}: {escape(duration_text(r['duration_s']))}, "
-        f"{escape(str(r['outcome']))}</title></circle>"
-        for (x, y), r in zip(xy, points, strict=True)
+    line = " ".join(f"{x:.0f},{y:.0f}" for x, y in xy)
+    # One dot, the latest run's, coloured by its outcome: a dot (and a <title>) per run made
+    # the jobs page of 100 jobs 300 kB heavier; the strip beside it links every run.
+    (last_x, last_y), last = xy[-1], points[-1]
+    label = (
+        f"durations of the last {len(points)} runs, longest {duration_text(longest)}, "
+        f"latest {duration_text(last['duration_s'])}"
     )
-    label = f"durations of the last {len(points)} runs, longest {duration_text(longest)}"
     return Markup(
         f'<svg class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
         f'role="img" aria-label="{escape(label)}"><title>{escape(label)}</title>'
-        f'<polyline points="{line}" fill="none"/>{dots}</svg>'
+        f'<polyline points="{line}" fill="none"/>'
+        f'<circle class="o-{escape(str(last["outcome"]))}" cx="{last_x:.0f}" cy="{last_y:.0f}" r="2.5"/>'
+        "</svg>"
     )
 
 

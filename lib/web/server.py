@@ -73,7 +73,7 @@ class WebServer:
             access_log=False,
             proxy_headers=False,
             server_header=False,
-            lifespan="off",
+            lifespan="on",  # the app's lifespan sizes its thread pool (lib/web/app.py)
             loop="asyncio",
             http="h11",
             ws="none",
