@@ -54,6 +54,10 @@ def test_sign_in_gives_a_signed_httponly_samesite_cookie_naming_the_token_not_ho
     assert token.split("_", 2)[2] not in cookie
     page = client.get("/")
     assert page.status_code == 200 and "vera (viewer)" in page.text
+    assert (
+        page.headers["x-frame-options"] == "DENY"
+        and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    )
     assert [(e.user, e.action, e.result) for e in served.audit.query()] == [
         ("vera", "login", "allowed"),
         (None, "view", "denied:unauthenticated"),  # the first visit, before signing in
