@@ -299,8 +299,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     app = _app(args, check_history=True)
     now = app.clock.now()
     unread = None
+    paused: dict[str, Any] = {}
     try:
         last = app.history.last_runs()
+        paused = app.history.paused()  # paused from the web UI
     except (OSError, sqlite3.Error) as exc:  # a full or read-only state_dir: still show the jobs
         from lib.statedir import write_problem
 
@@ -311,6 +313,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for job in app.config.jobs.values():
         run = last.get(job.name)
         next_run = _local(job.trigger.next_after(now), job.timezone) if job.enabled else "disabled"
+        if job.enabled and job.name in paused:
+            next_run = f"paused by {paused[job.name]['paused_by'] or '?'}"
         started = _local(_parse_time(run["started_at"]), job.timezone) if run else "never"
         outcome = run["outcome"] if run else "-"
         duration = format_duration(run["duration_s"]) if run and run["duration_s"] is not None else "-"

@@ -160,3 +160,34 @@ def _healthy(base: str) -> bool:
         return http("GET", f"{base}/healthz")[0] == 200
     except OSError:
         return False
+
+
+def test_a_job_paused_over_http_stays_paused_across_a_restart_of_the_real_daemon(tmp_path: Path) -> None:
+    project, script = stand_in_project(tmp_path, 'echo "[run_commands] EXIT 0"\n')
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = tmp_path / "jobs.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        f'web: {{listen: "127.0.0.1:{port}"}}\n'
+        "jobs:\n"
+        f"  tick: {{every: 1 second, project_dir: {project}}}\n"
+        f"  other: {{every: 1 second, project_dir: {project}}}\n"
+    )
+    token = cli(config, "token", "create", "--user", "ops-bot", "--role", "operator").stdout.strip()
+    env = {"DBT_SCHEDULER_RUN_COMMANDS": str(script)}
+    for restart in (1, 2):
+        with running_daemon(config, tmp_path / f"daemon{restart}.log", env) as daemon:
+            wait_for(lambda: _healthy(base), 30, "the web server")
+            if restart == 1:
+                assert http("POST", f"{base}/api/jobs/tick/pause", token)[0] == 200
+            ticks = len([r for r in history_rows(tmp_path / "state") if r["job"] == "tick"])
+            seen = len(history_rows(tmp_path / "state"))
+            wait_for(lambda n=seen: len(history_rows(tmp_path / "state")) >= n + 3, 60, "other's runs")
+            assert len([r for r in history_rows(tmp_path / "state") if r["job"] == "tick"]) == ticks
+            jobs = {job["name"]: job for job in http("GET", f"{base}/api/jobs", token)[1]["jobs"]}
+            assert jobs["tick"]["paused"]["paused_by"] == "ops-bot" and jobs["tick"]["next_run"] is None
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(timeout=60) == 0
+    status = cli(config, "status")
+    assert "paused by" in status.stdout and "ops-bot" in status.stdout, status.stdout  # rich wraps the cell
