@@ -435,10 +435,13 @@ class Pages:
         since = until - window
         names = visible_jobs(self.site, checked)
         # A run that started before the window and still ran into it shows too.
+        visible = set(names)
         rows = [
             row
-            for row in self.site.history.started_between(since - timedelta(hours=24), until)
-            if row["job"] in names and (row.get("finished_at") or until.isoformat()) >= since.isoformat()
+            for row in self.site.history.started_between(
+                since - timedelta(hours=24), until, ended_after=since
+            )
+            if row["job"] in visible
         ]
         return self.render(
             request,
