@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 STRIP = 20  # outcomes in a job's strip on the jobs page
 HISTORY_LIMIT = 200
 JOBS_CACHE_S = 30  # the jobs table is rendered again at least this often
+RUN_CACHE = 64  # finished runs' pages kept rendered (~25 kB each)
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7)}
 _SKIP_DIRS = {"work"}  # a run's git checkout: not an artifact
 
@@ -95,6 +97,7 @@ class Pages:
         self.env = _environment()
         self._lock = threading.Lock()
         self._jobs_cache: dict[tuple[Any, ...], Markup] = {}
+        self._run_cache = _Recent(RUN_CACHE)
 
     # ------------------------------------------------------------------ helpers
 
@@ -361,14 +364,29 @@ class Pages:
         checked, row, refusal = self._run_checked(request)
         if refusal is not None or row is None:
             return refusal  # type: ignore[return-value]
-        data = report(row)
         running = row["outcome"] in (RUNNING, WAITING)
-        log_text, offset = _log_tail(row)
+        # A finished run's page is the same for everyone who may see it, and it no longer
+        # changes (retention deleting its folder aside): rendered once, kept for a while.
+        key = (row["run_id"], row["outcome"], row.get("finished_at"))
+        body = None if running else self._run_cache.get(key)
+        if body is None:
+            body = self.run_body(request, checked, row, running)
+            if not running:
+                self._run_cache.put(key, body)
         return self.render(
             request,
             "run.html",
             identity=checked.identity,
             title=f"{row['job']} {row['run_id']}",
+            running=running,
+            body=body,
+        )
+
+    def run_body(self, request: Request, checked: Any, row: dict[str, Any], running: bool) -> Markup:
+        data = report(row)
+        log_text, offset = _log_tail(row)
+        html = self.env.get_template("_run_body.html").render(
+            csrf=csrf_token(request) if running else "",
             run=data,
             row=row,
             running=running,
@@ -378,6 +396,7 @@ class Pages:
             files=_artifacts(row),
             can_cancel=running and self.may(checked, Action.CANCEL, row["job"]),
         )
+        return Markup(html)
 
     async def cancel(self, request: Request) -> Response:
         from starlette.concurrency import run_in_threadpool
@@ -475,6 +494,29 @@ class Pages:
             job=query.get("job") or "",
             denied=query.get("denied") == "1",
         )
+
+
+class _Recent:
+    """The `size` most recently used entries, thread-safe."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Any, Markup] = OrderedDict()
+
+    def get(self, key: Any) -> Markup | None:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: Any, value: Markup) -> None:
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
 
 
 def _safe_next(target: str | None) -> str:
