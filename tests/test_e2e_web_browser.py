@@ -178,12 +178,20 @@ def test_sign_in_run_the_example_and_follow_its_log_live_in_chromium(tmp_path: P
 
         driver.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)  # type: ignore[attr-defined]
         assert driver.switch_to.active_element.text == "Skip to content"  # type: ignore[attr-defined]
+        # On a phone's width the page fits: the tables scroll inside it, the page does not.
+        driver.set_window_size(390, 844)  # type: ignore[attr-defined]
+        driver.get(f"{base}/")  # type: ignore[attr-defined]
+        overflow = driver.execute_script(  # type: ignore[attr-defined]
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 1, f"the jobs page is {overflow}px wider than a phone's screen"
+        screenshot("jobs-phone")
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=60) == 0
     runs = [r for r in history_rows(tmp_path / "state") if r["job"] == "example"]
     assert [(r["triggered_by"], r["outcome"]) for r in runs] == [("olga", "succeeded")] * 2
     assert runs[1]["select_override"] == "raw_orders"
-    for name in ("login", "jobs", "run-live", "run", "job", "timeline", "audit"):
+    for name in ("login", "jobs", "run-live", "run", "job", "timeline", "audit", "jobs-phone"):
         assert (tmp_path / "screenshots" / f"{name}.png").stat().st_size > 1000, name
 
 
