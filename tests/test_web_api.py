@@ -81,6 +81,12 @@ def test_run_now_over_http_is_recorded_with_the_tokens_user_and_audited(served: 
     client = served.client()
     token = served.token(Role.OPERATOR, user="ci-bot")
     run_ids = []
+
+    def last_run() -> object:
+        jobs = client.get("/api/jobs", headers=bearer(token)).json()["jobs"]
+        return next(job["last_run"] for job in jobs if job["name"] == "nightly")
+
+    assert last_run() is None
     with served.daemon.control.bus.subscribe(["nightly"]) as events:
         for attempt in (1, 2):
             answer = client.post(
@@ -90,6 +96,7 @@ def test_run_now_over_http_is_recorded_with_the_tokens_user_and_audited(served: 
             run_ids.append(answer.json()["run_id"])
             wait_finished(events, run_ids[-1])
             assert len(served.app.history.runs("nightly", limit=None)) == attempt
+            assert last_run()["run_id"] == run_ids[-1]  # type: ignore[index]  # not a stale answer
     rows = {row["run_id"]: row for row in served.app.history.runs("nightly", limit=None)}
     assert [(rows[r]["triggered_by"], rows[r]["trigger"], rows[r]["outcome"]) for r in run_ids] == [
         ("ci-bot", "manual", "succeeded")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,8 @@ def report(row: dict[str, Any]) -> dict[str, Any]:
 class Api:
     def __init__(self, site: Site) -> None:
         self.site = site
+        self._lock = threading.Lock()
+        self._jobs_cache: dict[tuple[Any, ...], bytes] = {}
 
     def openapi(self, request: Request) -> Response:
         checked = self.site.check(request, Action.VIEW)
@@ -165,13 +168,21 @@ class Api:
         checked = self.site.check(request, Action.VIEW)
         if not checked.allowed:
             return denied(checked)
-        names = visible_jobs(self.site, checked)
-        # One indexed query per job: History.last_runs() scans every row (100,000 runs: ~0.1 s).
-        last = self.site.history.recent(names, 1)
+        names = tuple(visible_jobs(self.site, checked))
         paused = self.site.history.paused()
-        return JSONResponse(
-            {"jobs": [job_summary(self.site, name, next(iter(last[name]), None), paused) for name in names]}
-        )
+        key = self.site.version(names, paused)  # the same answer until something in it changes
+        with self._lock:
+            body = self._jobs_cache.get(key)
+        if body is None:
+            # One indexed query per job: History.last_runs() scans every row (100,000 runs: ~0.1 s).
+            last = self.site.history.recent(names, 1)
+            jobs = [job_summary(self.site, name, next(iter(last[name]), None), paused) for name in names]
+            body = JSONResponse({"jobs": jobs}).body
+            with self._lock:
+                if len(self._jobs_cache) >= 32:
+                    self._jobs_cache.clear()
+                self._jobs_cache[key] = body
+        return Response(body, media_type="application/json")
 
     def job_runs(self, request: Request) -> Response:
         job = request.path_params["job"]

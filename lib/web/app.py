@@ -48,6 +48,7 @@ from lib.web.roles import Action
 
 log = logging.getLogger("dbt_scheduler")
 
+VERSION_S = 30  # an overview built from history is built again at least this often
 WEB_THREADS = 4  # threads the blocking routes share (_lifespan)
 ANSWER_S = 30.0  # how long a request waits for the loop to answer (it answers in ms)
 SESSION_COOKIE = "dbts_session"
@@ -98,6 +99,18 @@ class Site:
         error: str | None = None,
     ) -> None:
         self.gate.done(checked, peer_of(request), action, job=job, run_id=run_id, error=error)
+
+    def version(self, names: tuple[str, ...], paused: Mapping[str, Mapping[str, Any]]) -> tuple[Any, ...]:
+        """What the jobs' overview (the jobs page's table, `/api/jobs`) of `names` depends on:
+        it is the same until a run starts or ends (the bus counts those), a job is paused or
+        resumed, jobs.yaml is reloaded, or VERSION_S pass (next fire times, retention)."""
+        return (
+            self.control.bus.changes,
+            id(self.jobs()),
+            names,
+            tuple(sorted((job, str(row.get("paused_at"))) for job, row in paused.items())),
+            int(self.clock.now().timestamp() // VERSION_S),
+        )
 
     def submit(self, request: ControlRequest) -> Reply | None:
         """Submit to the daemon's queue and wait for the loop's answer; None when it does not answer."""

@@ -43,7 +43,6 @@ from lib.web.roles import Action, authorize
 TEMPLATES = Path(__file__).parent / "templates"
 STRIP = 20  # outcomes in a job's strip on the jobs page
 HISTORY_LIMIT = 200
-JOBS_CACHE_S = 30  # the jobs table is rendered again at least this often
 RUN_CACHE = 64  # finished runs' pages kept rendered (~25 kB each)
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7)}
 _SKIP_DIRS = {"work"}  # a run's git checkout: not an artifact
@@ -213,16 +212,9 @@ class Pages:
             return self.refused(request, checked)
         names = tuple(visible_jobs(self.site, checked))
         paused = self.site.history.paused()
-        # The table is the same for everyone who sees the same jobs until a run starts or
-        # ends (the bus counts those), a job is paused, jobs.yaml is reloaded, or 30 s pass
-        # (next fire times, retention): rendered once, it serves every request until then.
-        key = (
-            self.site.control.bus.changes,
-            id(self.site.jobs()),
-            names,
-            tuple(sorted((job, str(row["paused_at"])) for job, row in paused.items())),
-            int(self.site.clock.now().timestamp() // JOBS_CACHE_S),
-        )
+        # The table is the same for everyone who sees the same jobs until something it shows
+        # changes (Site.version): rendered once, it serves every request until then.
+        key = self.site.version(names, paused)
         with self._lock:
             table = self._jobs_cache.get(key)
         if table is None:
