@@ -338,17 +338,7 @@ class Api:
     def _csrf_refused(
         self, request: Request, checked: Any, action: Action, job: str, run_id: str | None = None
     ) -> Response:
-        identity = checked.identity
-        self.site.gate.audit.record(
-            user=identity.name if identity else None,
-            source=identity.source if identity else "anonymous",
-            action=str(action),
-            result="denied:csrf",
-            peer=peer_of(request),
-            job=job,
-            run_id=run_id,
-            detail="the request carried no valid CSRF token",
-        )
+        self.site.csrf_denied(request, checked, str(action), job, run_id)
         return error(403, "missing or wrong CSRF token: reload the page and try again", reason="csrf")
 
     def audit(self, request: Request) -> Response:

@@ -20,13 +20,12 @@ an Authorization header to a cross-site request, so it cannot be forged that way
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -72,7 +71,6 @@ class Site:
     next_fire: Callable[[str], datetime | None] = lambda _job: None
     # The job of a run the daemon holds but history may not show yet (Daemon.job_of).
     job_of: Callable[[str], str | None] = lambda _run_id: None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ access
 
@@ -110,6 +108,23 @@ class Site:
             names,
             tuple(sorted((job, str(row.get("paused_at"))) for job, row in paused.items())),
             int(self.clock.now().timestamp() // VERSION_S),
+        )
+
+    def csrf_denied(
+        self, request: Request, checked: Checked, action: str, job: str | None, run_id: str | None = None
+    ) -> None:
+        """Audit a POST refused for its CSRF token (`denied:csrf`): the gate allowed the
+        person, the request did not come from one of our pages."""
+        identity = checked.identity
+        self.gate.audit.record(
+            user=identity.name if identity else None,
+            source=identity.source if identity else "anonymous",
+            action=action,
+            result="denied:csrf",
+            peer=peer_of(request),
+            job=job,
+            run_id=run_id,
+            detail="the request carried no valid CSRF token",
         )
 
     def submit(self, request: ControlRequest) -> Reply | None:
@@ -270,10 +285,6 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
 
     anyio.to_thread.current_default_thread_limiter().total_tokens = WEB_THREADS
     yield
-
-
-def dumps(data: Any) -> str:
-    return json.dumps(data, default=str)
 
 
 def for_daemon(

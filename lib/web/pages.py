@@ -135,15 +135,7 @@ class Pages:
 
     def csrf_refused(self, request: Request, checked: Any, action: str, job: str | None) -> Response:
         identity = checked.identity
-        self.site.gate.audit.record(
-            user=identity.name if identity else None,
-            source=identity.source if identity else "anonymous",
-            action=action,
-            result="denied:csrf",
-            peer=peer_of(request),
-            job=job,
-            detail="the form carried no valid CSRF token",
-        )
+        self.site.csrf_denied(request, checked, action, job)
         return self.render(
             request,
             "error.html",
