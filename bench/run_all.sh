@@ -28,7 +28,7 @@ for arg in "$@"; do
 done
 
 # Each entry: a script name, then its own arguments.
-benches=(overhead dispatch_latency alerts scale idle idle_ecs retention soak)
+benches=(overhead dispatch_latency alerts scale idle idle_ecs retention soak web)
 results=()
 status=0
 for bench in "${benches[@]}"; do

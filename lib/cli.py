@@ -299,8 +299,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     app = _app(args, check_history=True)
     now = app.clock.now()
     unread = None
+    paused: dict[str, Any] = {}
     try:
         last = app.history.last_runs()
+        paused = app.history.paused()  # paused from the web UI
     except (OSError, sqlite3.Error) as exc:  # a full or read-only state_dir: still show the jobs
         from lib.statedir import write_problem
 
@@ -311,6 +313,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for job in app.config.jobs.values():
         run = last.get(job.name)
         next_run = _local(job.trigger.next_after(now), job.timezone) if job.enabled else "disabled"
+        if job.enabled and job.name in paused:
+            next_run = f"paused by {paused[job.name]['paused_by'] or '?'}"
         started = _local(_parse_time(run["started_at"]), job.timezone) if run else "never"
         outcome = run["outcome"] if run else "-"
         duration = format_duration(run["duration_s"]) if run and run["duration_s"] is not None else "-"
@@ -573,14 +577,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         masker = SecretMasker(app.config.notifications.secret_values)
         heartbeat = HeartbeatPinger(app.config.heartbeat, Deliverer(mask=masker, clock=app.clock), app.clock)
-    companions = []
-    if app.config.web.metrics_textfile is not None:
+    companions: list[Any] = []
+    web = app.config.web
+    metrics = None
+    if web.metrics_textfile is not None or web.listen is not None:
         # Only then is prometheus_client imported: the daemon without `web:` stays lean.
-        from lib.web.metrics import Metrics, TextfileWriter
+        from lib.web.metrics import Metrics
 
         metrics = Metrics(app.history, lambda: daemon.config.jobs, app.clock)
         app.service.listeners.append(metrics.observe_run)
-        companions.append(TextfileWriter(metrics, app.config.web.metrics_textfile, app.clock))
+    if web.metrics_textfile is not None and metrics is not None:
+        from lib.web.metrics import TextfileWriter
+
+        companions.append(TextfileWriter(metrics, web.metrics_textfile, app.clock))
+    if web.listen is not None and web.address is not None and metrics is not None:
+        # Starlette, uvicorn and Jinja2 are imported only here, and the app is built once
+        # the daemon has started (it reads the daemon's fire times and queue).
+        from lib.secrets import SecretMasker
+        from lib.web.app import for_daemon
+        from lib.web.server import WebServer
+
+        mask = SecretMasker(app.config.notifications.secret_values)
+        host, port = web.address
+        companions.append(WebServer(lambda: for_daemon(daemon, mask, metrics.text), host, port, web.listen))
     daemon = Daemon(
         app.config,
         app.service,

@@ -24,6 +24,7 @@ or a dispatch. A subscription is drained by whoever owns it: a socket handler's 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections import deque
@@ -64,7 +65,18 @@ class Cancel:
     via: str = "scheduler.py cancel"  # how it was asked, for the run's reason
 
 
-Request = RunNow | Cancel
+@dataclass(frozen=True)
+class Pause:
+    """Pause `job`'s schedule (`paused` True) or resume it, on behalf of `by`. A paused job's
+    fire times pass without a run (none is recorded, none is caught up on resume); run-now
+    still runs it. Kept in history.db, so it outlives a restart."""
+
+    job: str
+    by: str
+    paused: bool = True
+
+
+Request = RunNow | Cancel | Pause
 
 RefusalCode = Literal["unknown-job", "running", "waiting", "stopping", "nothing-to-cancel", "error"]
 
@@ -294,6 +306,11 @@ class EventBus:
         self._lock = threading.Lock()
         # Replaced, never mutated: publish iterates a snapshot without taking the lock.
         self._subscriptions: tuple[Subscription, ...] = ()
+        # How many runs started or finished (output lines left out): a reader caching what
+        # history says (the web UI's jobs page) knows it changed when this did. next() on a
+        # count is atomic in CPython.
+        self._counter = itertools.count(1)
+        self.changes = 0
 
     def subscribe(self, jobs: Iterable[str] | None = None, maxsize: int = DEFAULT_BUFFER) -> Subscription:
         """A subscription to the events of `jobs` (every job when None)."""
@@ -332,6 +349,10 @@ class EventBus:
         return Listener(subscription, thread)
 
     def publish(self, event: RunEvent) -> None:
+        """Offer `event` to every subscription that wants it. `changes` moves on first, so a
+        subscriber that has a `started` or `finished` event sees the new count too."""
+        if event.kind != "line":
+            self.changes = next(self._counter)
         for subscription in self._subscriptions:
             if subscription.wants(event):
                 subscription.offer(event)

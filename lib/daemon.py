@@ -59,6 +59,7 @@ from lib.control import (
     Accepted,
     Cancel,
     ControlPlane,
+    Pause,
     Refused,
     Reply,
     Request,
@@ -164,6 +165,7 @@ class Daemon:
         self.executor_factory = executor_factory
         self.on_line = on_line
         self.next_fire: dict[str, datetime] = {}
+        self.paused: set[str] = set()  # jobs whose schedule is paused (history.db's paused_jobs)
         self._wake = threading.Event()
         self._stop_requested = False
         self._force_stop = False
@@ -231,6 +233,7 @@ class Daemon:
                 "another state_dir"
             )
         now = self.clock.now()
+        self.paused = set(self.history.paused())  # jobs paused from the web UI stay paused
         containers: list[tuple[dict[str, Any], str]] = []
         to_follow = self._runs_to_reattach(now, containers)
         fates = self._local_fates()
@@ -376,7 +379,7 @@ class Daemon:
 
     def _plan(self, jobs: Iterable[Job], now: datetime, keep: dict[str, datetime] | None = None) -> None:
         for job in jobs:
-            if not job.enabled:
+            if not job.enabled or job.name in self.paused:
                 self.next_fire.pop(job.name, None)
                 continue
             if keep and job.name in keep:
@@ -562,7 +565,27 @@ class Daemon:
         """Answer one control request (lib/control.py) on the loop's thread."""
         if isinstance(request, RunNow):
             return self._run_now(request)
+        if isinstance(request, Pause):
+            return self._pause(request)
         return self._cancel(request)
+
+    def _pause(self, request: Pause) -> Reply:
+        """Pause or resume a job's schedule, in history (it outlives a restart) and in the plan.
+        A resumed job's next fire time is the first one from now: what passed is not caught up."""
+        job = self.config.jobs.get(request.job)
+        if job is None:
+            return Refused("unknown-job", f"the daemon has no job {request.job!r}")
+        now = self.clock.now()
+        self.history.set_paused(job.name, request.paused, by=request.by, at=now)
+        if request.paused:
+            self.paused.add(job.name)
+            self.next_fire.pop(job.name, None)
+        else:
+            self.paused.discard(job.name)
+            if job.enabled:
+                self.next_fire[job.name] = initial_next_fire(job, now, None)
+        log.warning("%s: schedule %s by %s", job.name, "paused" if request.paused else "resumed", request.by)
+        return Accepted(())
 
     def _run_now(self, request: RunNow) -> Reply:
         """Queue a run-now like a due fire time: the same overlap check, queue and slots."""
@@ -899,6 +922,18 @@ class Daemon:
                 token.detach()
             elif not remote_only:
                 token.cancel()
+
+    def job_of(self, run_id: str) -> str | None:
+        """The job of run `run_id` when this daemon holds it: waiting for a slot, or started
+        (history may not have its row yet: the run's own thread writes it a moment later)."""
+        with self._lock:
+            for queued in self._queue:
+                if queued.request.run_id == run_id:
+                    return queued.request.job.name
+            for job, runs in self._active.items():
+                if run_id in runs:
+                    return job
+        return None
 
     def active_runs(self) -> dict[str, int]:
         with self._lock:

@@ -3,6 +3,7 @@
 #   podman, runc, catatonit  tests/test_docker_runner.py (a real container engine)
 #   faketime                 tests/test_e2e_dst.py (the real daemon across DST nights)
 #   systemd-analyze          tests/test_systemd.py (`verify` and `security` of the unit)
+#   chromium, chromedriver   tests/test_e2e_web_browser.py (the web UI in a real headless browser)
 #
 # Idempotent and quiet: does nothing when every tool is there; otherwise one
 # `apt-get update` + `apt-get install` of the missing packages (Debian bookworm: ~10 s),
@@ -19,13 +20,16 @@
 # and steps its wall clock, which no Python-level fake can do to a separate process.
 # Why systemd: the unit's own checker and its exposure rating come with it (package
 # systemd; nothing is started: the tests run it offline on a copy of the unit).
+# Why chromium from Debian: the browser test drives it with Selenium through Debian's
+# chromedriver; no browser or driver is downloaded at test time (none could be).
 set -euo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
 # command → Debian package (the same names today; kept apart so a rename is one line).
-declare -A package_of=([podman]=podman [runc]=runc [catatonit]=catatonit [faketime]=faketime [systemd-analyze]=systemd)
-tools=(podman runc catatonit faketime systemd-analyze)
+declare -A package_of=([podman]=podman [runc]=runc [catatonit]=catatonit [faketime]=faketime
+  [systemd-analyze]=systemd [chromium]=chromium [chromedriver]=chromium-driver)
+tools=(podman runc catatonit faketime systemd-analyze chromium chromedriver)
 
 missing=()
 for tool in "${tools[@]}"; do

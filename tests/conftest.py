@@ -95,6 +95,15 @@ def make_app(clock: FakeClock) -> Callable[..., App]:
     return make
 
 
+@pytest.fixture
+def served(make_config: Callable[..., Config], make_app: Callable[..., App]) -> Iterator[Any]:
+    """The web app on a real Daemon loop (tests/web_helpers.py; imported only here, so the
+    tests that do not use it do not import Starlette)."""
+    from tests.web_helpers import serve
+
+    yield from serve(make_config, make_app)
+
+
 # The moto server fixtures (moto_endpoint, aws_settings, aws_clients) for every AWS test.
 from tests.aws_helpers import aws_clients, aws_settings, moto_endpoint  # noqa: E402, F401
 from tests.ecs_helpers import ecs  # noqa: E402, F401

@@ -19,6 +19,7 @@ from lib.control import (
     Cancel,
     ControlQueue,
     EventBus,
+    Pause,
     Refused,
     RunEvent,
     RunNow,
@@ -437,3 +438,45 @@ def _no_threads_left() -> Any:
     yield
     stuck = [t for t in threading.enumerate() if t not in before and t.name.startswith("events-")]
     assert not stuck, stuck
+
+
+def test_a_paused_job_is_not_run_at_its_fire_times_and_stays_paused_after_a_restart(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    config = make_config({"a": {"every": "1 hour"}, "b": {"every": "1 hour"}})
+    app = make_app(config)
+
+    def daemon() -> Daemon:
+        d = Daemon(
+            app.config,
+            app.service,
+            app.clock,
+            executor_factory=lambda n: InlineExecutor(),
+            spawn=inline_spawn,
+        )
+        d.start()
+        return d
+
+    first = daemon()
+    assert isinstance(ask(first, Pause("a", "olga")), Accepted)
+    assert ask(first, Pause("nope", "olga")).code == "unknown-job"
+    for _hour in (1, 2):
+        clock.advance(3600)
+        first.dispatch(first.tick(clock.now()))
+    assert [r["job"] for r in runs_of(app, "a")] == [] and len(runs_of(app, "b")) == 2
+    assert isinstance(ask(first, RunNow("a", "olga")), Accepted)  # run-now still runs it
+    first.shutdown()
+    second = daemon()  # a restart: still paused
+    assert "a" not in second.next_fire and "b" in second.next_fire
+    assert app.history.paused()["a"]["paused_by"] == "olga"
+    clock.advance(3600)
+    second.dispatch(second.tick(clock.now()))
+    assert [r["trigger"] for r in runs_of(app, "a")] == ["manual"]
+    assert isinstance(ask(second, Pause("a", "olga", paused=False)), Accepted)
+    assert second.next_fire["a"] == clock.now() + timedelta(hours=1)  # nothing missed is caught up
+    for _hour in (1, 2):
+        clock.advance(3600)
+        second.dispatch(second.tick(clock.now()))
+    second.shutdown()
+    assert [r["trigger"] for r in runs_of(app, "a")] == ["manual", "schedule", "schedule"]
+    assert app.history.paused() == {}

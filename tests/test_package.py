@@ -68,6 +68,8 @@ def test_the_wheel_carries_the_code_and_the_run_script_and_nothing_else(wheel: P
     names = zipfile.ZipFile(wheel).namelist()
     assert "lib/_shipped/run_commands.sh" in names
     assert "lib/cli.py" in names and "lib/runners/local.py" in names
+    # The web UI's templates and static files travel with the code (lib/web/pages.py finds them there).
+    assert {"lib/web/templates/base.html", "lib/web/static/style.css", "lib/web/static/log.js"} <= set(names)
     top = {name.split("/")[0] for name in names}
     assert top == {"lib", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
     shipped = zipfile.ZipFile(wheel).read("lib/_shipped/run_commands.sh")
