@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cancel.add_argument("job")
     cancel.add_argument("--run", help="only this run id (default: every running or waiting run of the job)")
+    api = sub.add_parser(
+        "api", help="GET a web API route (e.g. /api/jobs) from the running daemon over its control socket"
+    )
+    api.add_argument("path", help="/api/jobs, /api/jobs/JOB/runs?limit=5, /api/runs/ID, /api/runs/ID/log")
     logs = sub.add_parser("logs", help="print a run's log (the latest run by default)")
     logs.add_argument("job")
     logs.add_argument("--run", help="run id (see `history`)")
@@ -480,6 +484,34 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    """The web API's JSON (or a log's text) over the control socket; exit 0 for a 2xx answer."""
+    from lib.config import load_config
+    from lib.control_socket import ask
+
+    config = load_config(_config_path(args))
+    answer = ask(config.state_dir, {"op": "get", "path": args.path})
+    if answer is None:
+        where = config.state_dir
+        print(f"error: no daemon runs on state_dir {where}: start it (scheduler.py run)", file=sys.stderr)
+        return EXIT_NO_DAEMON
+    for event in answer:
+        if event.get("event") == "error":
+            print(f"error: {event.get('message')}", file=sys.stderr)
+            return EXIT_JOB_FAILED
+        if event.get("event") == "response":
+            body = event.get("body")
+            status = int(event.get("status", 500))
+            if status >= 300:
+                reason = body.get("error") if isinstance(body, dict) else body
+                print(f"error: GET {args.path}: {status} {reason}", file=sys.stderr)
+                return EXIT_JOB_FAILED
+            sys.stdout.write(body if isinstance(body, str) else json.dumps(body, indent=2) + "\n")
+            return EXIT_OK
+    print("error: the daemon closed the socket without an answer", file=sys.stderr)
+    return EXIT_JOB_FAILED
+
+
 def _run_now_here(args: argparse.Namespace, config: Any) -> int:
     """run-now without a daemon: the run is this process's (signals cancel it)."""
     from lib.app import build_app
@@ -627,7 +659,7 @@ def _serve(daemon: Any) -> int:
     from lib.control_socket import ControlServer
 
     daemon.start()
-    server = ControlServer(daemon.config.state_dir, daemon.control)
+    server = ControlServer(daemon.config.state_dir, daemon.control, reads=_socket_reads(daemon))
     try:
         server.start()
     except OSError as exc:  # scheduling goes on; run-now then runs in its caller's process
@@ -636,6 +668,26 @@ def _serve(daemon: Any) -> int:
         return int(daemon.run_forever())
     finally:
         server.stop()
+
+
+def _socket_reads(daemon: Any) -> Any:
+    """The web API's GET routes over the control socket (lib/web/socket_api.py), the app
+    built at the first such request: an idle daemon without `web:` imports none of it."""
+
+    def read(path: Any, user: str) -> dict[str, Any]:
+        with lock:  # one app, however many readers ask at once
+            if not reads:
+                from lib.secrets import SecretMasker
+                from lib.web.app import for_daemon
+                from lib.web.socket_api import SocketApi
+
+                mask = SecretMasker(daemon.config.notifications.secret_values)
+                reads.append(SocketApi(lambda: for_daemon(daemon, mask, None)))
+        return reads[0].get(path, user)
+
+    reads: list[Any] = []
+    lock = threading.Lock()
+    return read
 
 
 def _off_the_main_thread(work: Callable[[], int], name: str) -> int:
@@ -907,6 +959,7 @@ COMMANDS = {
     "history": cmd_history,
     "logs": cmd_logs,
     "cancel": cmd_cancel,
+    "api": cmd_api,
     "prune": cmd_prune,
     "repair-history": cmd_repair_history,
     "token": cmd_token,

@@ -18,6 +18,8 @@ answers with event lines and closes the connection:
     ← {"event": "dropped", "count": 12}                      lines this reader was too slow for
     ← {"event": "finished", "run_id": "…", "record": {…}}   report.json's fields (masked)
     ← {"event": "error", "message": "…"}                     a bad request, or the daemon stopped
+    → {"op": "get", "path": "/api/jobs"}                      the web API's read routes, as admin
+    ← {"event": "response", "status": 200, "headers": {…}, "body": …}     (lib/web/socket_api.py)
 
 A run-now is followed to its `finished`, a cancel to the `finished` of every run it
 stopped; with `"follow": false` in the request the `accepted` line is the last. The run
@@ -44,7 +46,7 @@ import socket
 import socketserver
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,9 @@ from lib.errors import SchedulerError
 from lib.report.files import record_to_dict
 
 log = logging.getLogger("dbt_scheduler")
+
+# `{"op": "get", "path": …}` → one `response` event (lib/web/socket_api.py SocketApi.get).
+Reads = Callable[[Any, str], dict[str, Any]]
 
 SOCKET_NAME = "control.sock"
 SOCKET_MODE = 0o660
@@ -99,8 +104,9 @@ class _Server(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True  # a follower of a run the daemon detached from never blocks its exit
     block_on_close = False
 
-    def __init__(self, control: ControlPlane) -> None:
+    def __init__(self, control: ControlPlane, reads: Reads | None = None) -> None:
         self.control = control
+        self.reads = reads
         super().__init__("", _Handler, bind_and_activate=False)
 
 
@@ -114,6 +120,9 @@ class _Handler(socketserver.StreamRequestHandler):
         try:
             user = peer_user(self.request)
             data = json.loads(line)
+            if isinstance(data, dict) and data.get("op") == "get":
+                self._get(data.get("path"), user)
+                return
             request = _parse(data, user)
         except (ValueError, TypeError, KeyError, OSError) as exc:
             self._send({"event": "error", "message": f"bad request: {exc}"})
@@ -134,6 +143,17 @@ class _Handler(socketserver.StreamRequestHandler):
             )
             if data.get("follow", True) is not False:
                 self._follow(events, set(reply.run_ids))
+
+    def _get(self, path: Any, user: str) -> None:
+        """One read of the web API (lib/web/socket_api.py), answered with one `response` line."""
+        if self.server.reads is None:
+            self._send({"event": "error", "message": "this daemon serves no reads over its socket"})
+            return
+        try:
+            self._send(self.server.reads(path, user))
+        except Exception as exc:  # a read must never take the socket's thread down with it
+            log.exception("control socket: GET %s failed", path)
+            self._send({"event": "error", "message": f"GET {path} failed: {exc}"})
 
     def _follow(self, events: Subscription, run_ids: set[str]) -> None:
         """Send the runs' events until each has finished, the client left or the daemon stopped."""
@@ -199,15 +219,16 @@ def _parse(data: Any, user: str) -> Request:
     if op == "cancel":
         via = (text("via") or "scheduler.py cancel")[:80].splitlines()[0]
         return Cancel(job, by=user, run_id=text("run_id"), via=via)
-    raise ValueError(f"unknown op {op!r} (run-now, cancel)")
+    raise ValueError(f"unknown op {op!r} (run-now, cancel, get)")
 
 
 class ControlServer:
     """The daemon's `<state_dir>/control.sock`, served on threads of its own."""
 
-    def __init__(self, state_dir: Path, control: ControlPlane) -> None:
+    def __init__(self, state_dir: Path, control: ControlPlane, reads: Reads | None = None) -> None:
         self.path = socket_path(state_dir)
         self.control = control
+        self.reads = reads
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -215,7 +236,7 @@ class ControlServer:
     def start(self) -> None:
         """Bind, mode 0660, listen, serve. Call only while holding the daemon lock: a socket
         already at the path is a dead daemon's, and is removed."""
-        server = _Server(self.control)
+        server = _Server(self.control, self.reads)
         try:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()

@@ -52,10 +52,17 @@ class Gate:
         self.audit = audit
 
     def identify(
-        self, headers: Mapping[str, str], peer: str | None, session_token: str | None = None
+        self,
+        headers: Mapping[str, str],
+        peer: str | None,
+        session_token: str | None = None,
+        local: Identity | None = None,
     ) -> Resolution:
-        """Who is asking: a bearer token first, then the token a browser session was signed
-        in with (`session_token`, its id, from the signed cookie), then proxy headers."""
+        """Who is asking: someone the kernel named (`local`: a control-socket caller, see
+        lib/web/socket_api.py), else a bearer token, then the token a browser session was
+        signed in with (`session_token`, its id, from the signed cookie), then proxy headers."""
+        if local is not None:
+            return Resolution(local)
         has_bearer = any(name.lower() == "authorization" for name in headers)
         if session_token is not None and not has_bearer:
             verified = self.tokens.check_id(session_token)
@@ -72,9 +79,10 @@ class Gate:
         job: str | None = None,
         run_id: str | None = None,
         session_token: str | None = None,
+        local: Identity | None = None,
     ) -> Checked:
         """Identify and authorize one request; a refusal is audited before this returns."""
-        resolution = self.identify(headers, peer, session_token)
+        resolution = self.identify(headers, peer, session_token, local)
         decision = authorize(resolution.identity, action, job, read_only=self.settings.read_only)
         checked = Checked(resolution.identity, decision, resolution.reason)
         if not decision.allowed:

@@ -55,6 +55,11 @@ SESSION_KEY_FILE = "web-session.key"
 STATIC = Path(__file__).parent / "static"
 
 
+# The scope key under which lib/web/socket_api.py hands over a control-socket caller's
+# identity (from SO_PEERCRED): set only by that in-process call, never from a request.
+LOCAL_IDENTITY = "dbt_scheduler.local_identity"
+
+
 @dataclass
 class Site:
     """What the routes read and where they submit: the daemon's history, jobs, queue."""
@@ -85,6 +90,7 @@ class Site:
             job=job,
             run_id=run_id,
             session_token=request.session.get("token_id"),
+            local=request.scope.get(LOCAL_IDENTITY),
         )
 
     def done(
