@@ -385,7 +385,12 @@ class Daemon:
             if keep and job.name in keep:
                 self.next_fire[job.name] = keep[job.name]
                 continue
-            last = self.history.last_scheduled_for(job.name) if job.catchup == "latest" else None
+            last = None
+            if job.catchup == "latest":
+                # A fire time passed while the job was paused was decided against on purpose:
+                # catch-up starts no earlier than the resume (lib/history.py migration 8).
+                known = [self.history.last_scheduled_for(job.name), self.history.last_resumed(job.name)]
+                last = max((moment for moment in known if moment is not None), default=None)
             self.next_fire[job.name] = initial_next_fire(job, now, last)
 
     def run_forever(self, until: datetime | None = None) -> int:

@@ -143,6 +143,14 @@ MIGRATIONS: list[str] = [
         paused_at TEXT NOT NULL
     );
     """,
+    # 8: when each job's schedule was last resumed, so a restart's catch-up
+    # (`catchup: latest`) never reaches back into the time it was paused.
+    """
+    CREATE TABLE resumed_jobs (
+        job        TEXT PRIMARY KEY,
+        resumed_at TEXT NOT NULL
+    );
+    """,
 ]
 # The columns of migration 3: in `running()` rows, not in `history --json`.
 PROCESS_COLUMNS = ("supervisor_pid", "supervisor_start", "process_pid", "process_start", "container")
@@ -535,7 +543,18 @@ class History:
                     (job, by, _iso(at)),
                 )
             else:
-                conn.execute("DELETE FROM paused_jobs WHERE job = ?", (job,))
+                gone = conn.execute("DELETE FROM paused_jobs WHERE job = ?", (job,)).rowcount
+                if gone:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO resumed_jobs (job, resumed_at) VALUES (?, ?)",
+                        (job, _iso(at or datetime.now(UTC))),
+                    )
+
+    def last_resumed(self, job: str) -> datetime | None:
+        """When `job`'s schedule was last resumed (None: never paused, or before schema 8)."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT resumed_at FROM resumed_jobs WHERE job = ?", (job,)).fetchone()
+        return datetime.fromisoformat(row["resumed_at"]) if row is not None else None
 
     def get(self, run_id: str) -> dict[str, Any] | None:
         with self._connect() as conn:

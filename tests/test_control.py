@@ -480,3 +480,40 @@ def test_a_paused_job_is_not_run_at_its_fire_times_and_stays_paused_after_a_rest
     second.shutdown()
     assert [r["trigger"] for r in runs_of(app, "a")] == ["manual", "schedule", "schedule"]
     assert app.history.paused() == {}
+
+
+def test_a_restart_after_a_resume_does_not_catch_up_what_passed_while_paused(
+    make_config: Callable[..., Config], make_app: Callable[..., App], clock: FakeClock
+) -> None:
+    """`catchup: latest` runs the fire time a restart missed, not one the job was paused for."""
+    config = make_config({"a": {"every": "1 hour", "catchup": "latest", "catchup_grace": "3h"}})
+    app = make_app(config)
+
+    def daemon() -> Daemon:
+        d = Daemon(
+            app.config,
+            app.service,
+            app.clock,
+            executor_factory=lambda n: InlineExecutor(),
+            spawn=inline_spawn,
+        )
+        d.start()
+        return d
+
+    first = daemon()
+    clock.advance(3600)
+    first.dispatch(first.tick(clock.now()))  # one scheduled run before the pause
+    assert isinstance(ask(first, Pause("a", "olga")), Accepted)
+    clock.advance(2 * 3600 + 60)  # two fire times pass while paused
+    assert isinstance(ask(first, Pause("a", "olga", paused=False)), Accepted)
+    resumed = clock.now()
+    assert app.history.last_resumed("a") == resumed
+    first.shutdown()
+    for _restart in (1, 2):  # the resume is remembered across every restart, not only the first
+        clock.advance(60)
+        again = daemon()
+        assert again.next_fire["a"] > resumed  # not the fire times of the pause (within catchup_grace)
+        again.dispatch(again.tick(clock.now()))
+        again.shutdown()
+    triggers = [(r["trigger"], r["outcome"]) for r in runs_of(app, "a")]
+    assert triggers == [("schedule", "succeeded")], triggers

@@ -41,9 +41,9 @@ def record(run_id: str, status: RunStatus = RunStatus.SUCCEEDED, minutes: int = 
 def test_schema_is_versioned_and_created_on_first_use(tmp_path: Path) -> None:
     history = History(tmp_path / "state" / "history.db")
     assert not (tmp_path / "state").exists()
-    assert history.schema_version() == SCHEMA_VERSION == 7
+    assert history.schema_version() == SCHEMA_VERSION == 8
     conn = sqlite3.connect(tmp_path / "state" / "history.db")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 7
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 8
 
 
 def test_a_version_1_history_is_upgraded_in_place_and_keeps_its_rows(tmp_path: Path) -> None:
@@ -60,7 +60,7 @@ def test_a_version_1_history_is_upgraded_in_place_and_keeps_its_rows(tmp_path: P
     conn.close()
 
     history = History(path)
-    assert history.schema_version() == 7
+    assert history.schema_version() == 8
     old = history.get("old")
     assert old is not None and old["outcome"] == "succeeded"
     assert (old["target_override"], old["select_override"], old["commands"], old["image"]) == (None,) * 4
@@ -81,7 +81,7 @@ def test_a_version_5_history_gains_the_token_and_audit_tables_and_keeps_its_runs
     conn.close()
 
     history = History(path)
-    assert history.schema_version() == 7
+    assert history.schema_version() == 8
     assert history.get("old") is not None
     with history.transaction() as db:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
