@@ -84,6 +84,15 @@ def pooled(app: App, **kw: Any) -> tuple[Daemon, ThreadPoolExecutor]:
     return daemon, pool
 
 
+def inline(app: App) -> Daemon:
+    """A started daemon that runs each job on the calling thread."""
+    daemon = Daemon(
+        app.config, app.service, app.clock, executor_factory=lambda n: InlineExecutor(), spawn=inline_spawn
+    )
+    daemon.start()
+    return daemon
+
+
 def ask(daemon: Daemon, request: RunNow | Cancel) -> Any:
     """Submit as another thread would, then let the loop answer (one iteration's drain)."""
     future = daemon.control.queue.submit(request)
@@ -210,10 +219,7 @@ def test_run_now_goes_through_the_daemon_and_is_recorded_with_its_user(
     config = make_config({"a": {"schedule": "0 6 * * *"}})
     runner = FakeRunner()
     app = make_app(config, runner)
-    daemon = Daemon(
-        app.config, app.service, app.clock, executor_factory=lambda n: InlineExecutor(), spawn=inline_spawn
-    )
-    daemon.start()
+    daemon = inline(app)
     with daemon.control.bus.subscribe(["a"]) as events:
         for user in ("alice", "bob"):
             reply = ask(daemon, RunNow("a", user, target="prod", select="orders+"))
@@ -446,18 +452,7 @@ def test_a_paused_job_is_not_run_at_its_fire_times_and_stays_paused_after_a_rest
     config = make_config({"a": {"every": "1 hour"}, "b": {"every": "1 hour"}})
     app = make_app(config)
 
-    def daemon() -> Daemon:
-        d = Daemon(
-            app.config,
-            app.service,
-            app.clock,
-            executor_factory=lambda n: InlineExecutor(),
-            spawn=inline_spawn,
-        )
-        d.start()
-        return d
-
-    first = daemon()
+    first = inline(app)
     assert isinstance(ask(first, Pause("a", "olga")), Accepted)
     assert ask(first, Pause("nope", "olga")).code == "unknown-job"
     for _hour in (1, 2):
@@ -466,7 +461,7 @@ def test_a_paused_job_is_not_run_at_its_fire_times_and_stays_paused_after_a_rest
     assert [r["job"] for r in runs_of(app, "a")] == [] and len(runs_of(app, "b")) == 2
     assert isinstance(ask(first, RunNow("a", "olga")), Accepted)  # run-now still runs it
     first.shutdown()
-    second = daemon()  # a restart: still paused
+    second = inline(app)  # a restart: still paused
     assert "a" not in second.next_fire and "b" in second.next_fire
     assert app.history.paused()["a"]["paused_by"] == "olga"
     clock.advance(3600)
@@ -489,18 +484,7 @@ def test_a_restart_after_a_resume_does_not_catch_up_what_passed_while_paused(
     config = make_config({"a": {"every": "1 hour", "catchup": "latest", "catchup_grace": "3h"}})
     app = make_app(config)
 
-    def daemon() -> Daemon:
-        d = Daemon(
-            app.config,
-            app.service,
-            app.clock,
-            executor_factory=lambda n: InlineExecutor(),
-            spawn=inline_spawn,
-        )
-        d.start()
-        return d
-
-    first = daemon()
+    first = inline(app)
     clock.advance(3600)
     first.dispatch(first.tick(clock.now()))  # one scheduled run before the pause
     assert isinstance(ask(first, Pause("a", "olga")), Accepted)
@@ -511,7 +495,7 @@ def test_a_restart_after_a_resume_does_not_catch_up_what_passed_while_paused(
     first.shutdown()
     for _restart in (1, 2):  # the resume is remembered across every restart, not only the first
         clock.advance(60)
-        again = daemon()
+        again = inline(app)
         assert again.next_fire["a"] > resumed  # not the fire times of the pause (within catchup_grace)
         again.dispatch(again.tick(clock.now()))
         again.shutdown()
