@@ -601,15 +601,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
 
     app.service.listeners.append(on_record)
-    heartbeat = None
+    from lib.secrets import SecretMasker
+
+    # What the daemon sends or serves besides the runs (heartbeat pings, web pages, socket
+    # reads) hides the alert channels' secrets too, as the runs' masker does.
+    masker = SecretMasker(app.config.notifications.secret_values)
+    # Threads that live as long as the loop: the daemon starts them after start-up and
+    # stops them after the runs, in this order.
+    companions: list[Any] = []
     if app.config.heartbeat is not None:
         from lib.notify.delivery import Deliverer
         from lib.notify.heartbeat import HeartbeatPinger
-        from lib.secrets import SecretMasker
 
-        masker = SecretMasker(app.config.notifications.secret_values)
-        heartbeat = HeartbeatPinger(app.config.heartbeat, Deliverer(mask=masker, clock=app.clock), app.clock)
-    companions: list[Any] = []
+        deliverer = Deliverer(mask=masker, clock=app.clock)
+        companions.append(HeartbeatPinger(app.config.heartbeat, deliverer, app.clock))
     web = app.config.web
     metrics = None
     if web.metrics_textfile is not None or web.listen is not None:
@@ -625,18 +630,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if web.listen is not None and web.address is not None and metrics is not None:
         # Starlette, uvicorn and Jinja2 are imported only here, and the app is built once
         # the daemon has started (it reads the daemon's fire times and queue).
-        from lib.secrets import SecretMasker
         from lib.web.app import for_daemon
         from lib.web.server import WebServer
 
-        mask = SecretMasker(app.config.notifications.secret_values)
         host, port = web.address
-        companions.append(WebServer(lambda: for_daemon(daemon, mask, metrics.text), host, port, web.listen))
+        companions.append(WebServer(lambda: for_daemon(daemon, masker, metrics.text), host, port, web.listen))
     daemon = Daemon(
         app.config,
         app.service,
         app.clock,
-        heartbeat=heartbeat,
         companions=companions,
         reload_config=lambda: load_config(path),
         on_line=on_line,
@@ -650,16 +652,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.request_stop())
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
-    return _off_the_main_thread(lambda: _serve(daemon), name="daemon-loop")
+    return _off_the_main_thread(lambda: _serve(daemon, masker), name="daemon-loop")
 
 
-def _serve(daemon: Any) -> int:
+def _serve(daemon: Any, masker: Any) -> int:
     """Start the daemon, then its control socket (it needs the daemon lock), then loop;
     the socket goes once the daemon has stopped, so followers hear how their runs ended."""
     from lib.control_socket import ControlServer
 
     daemon.start()
-    server = ControlServer(daemon.config.state_dir, daemon.control, reads=_socket_reads(daemon))
+    server = ControlServer(daemon.config.state_dir, daemon.control, reads=_socket_reads(daemon, masker))
     try:
         server.start()
     except OSError as exc:  # scheduling goes on; run-now then runs in its caller's process
@@ -670,19 +672,17 @@ def _serve(daemon: Any) -> int:
         server.stop()
 
 
-def _socket_reads(daemon: Any) -> Any:
+def _socket_reads(daemon: Any, masker: Any) -> Any:
     """The web API's GET routes over the control socket (lib/web/socket_api.py), the app
     built at the first such request: an idle daemon without `web:` imports none of it."""
 
     def read(path: Any, user: str) -> dict[str, Any]:
         with lock:  # one app, however many readers ask at once
             if not reads:
-                from lib.secrets import SecretMasker
                 from lib.web.app import for_daemon
                 from lib.web.socket_api import SocketApi
 
-                mask = SecretMasker(daemon.config.notifications.secret_values)
-                reads.append(SocketApi(lambda: for_daemon(daemon, mask, None)))
+                reads.append(SocketApi(lambda: for_daemon(daemon, masker, None)))
         return reads[0].get(path, user)
 
     reads: list[Any] = []

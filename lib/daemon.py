@@ -51,7 +51,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from lib.clock import Clock
 from lib.config import Config
@@ -82,16 +82,14 @@ from lib.runners.local import STOP_SEQUENCE
 from lib.sdnotify import SystemdNotifier
 from lib.secrets import SecretMasker
 
-if TYPE_CHECKING:  # imported by whoever builds one (lib/cli.py): no heartbeat, no import
-    from lib.notify.heartbeat import HeartbeatPinger
-
 log = logging.getLogger("dbt_scheduler")
 
 ExecutorFactory = Callable[[int], Executor]
 
 
 class Companion(Protocol):
-    """A thread that lives as long as the daemon's loop (e.g. lib/web/metrics.py's TextfileWriter)."""
+    """A thread that lives as long as the daemon's loop: lib/notify/heartbeat.py's
+    HeartbeatPinger, lib/web/metrics.py's TextfileWriter, lib/web/server.py's WebServer."""
 
     def start(self) -> None: ...
     def stop(self, timeout: float = 5.0) -> None: ...
@@ -150,7 +148,6 @@ class Daemon:
         on_line: Callable[[RunRequest, str], None] | None = None,
         runner_factory: Callable[[Config], Mapping[str, Runner]] | None = None,
         spawn: Spawn = _thread,
-        heartbeat: HeartbeatPinger | None = None,
         companions: Sequence[Companion] = (),
         systemd: SystemdNotifier | None = None,
         control: ControlPlane | None = None,
@@ -184,10 +181,8 @@ class Daemon:
         self._slots = config.max_parallel
         self.spawn = spawn
         self._housekeeper: Joinable | None = None
-        # The top-level `heartbeat:` pinger (lib/notify/heartbeat.py), on its own thread.
-        self.heartbeat = heartbeat
-        # Other threads that live as long as the loop (the metrics textfile writer):
-        # started after start-up, stopped after the runs.
+        # Threads that live as long as the loop (the `heartbeat:` pinger, the metrics
+        # textfile writer, the web server): started after start-up, stopped after the runs.
         self.companions = tuple(companions)
         # systemd's Type=notify and watchdog (lib/sdnotify.py); a no-op outside systemd.
         self.systemd = systemd or SystemdNotifier(None)
@@ -279,8 +274,6 @@ class Daemon:
             self._executor.submit(self._run, request, token, (external_id, started_at))
         self._plan(self.config.jobs.values(), now)
         self._housekeeping(now)
-        if self.heartbeat is not None:
-            self.heartbeat.start()
         for companion in self.companions:
             companion.start()
         log.info(
@@ -895,8 +888,6 @@ class Daemon:
         # plainly what is lost (the outbox is memory; the disk refused it).
         self.service.retry_pending()
         self.service.outbox.give_up()
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
         for companion in self.companions:
             companion.stop()
         if self.service.notifier is not None:  # what the last runs said goes out, briefly
