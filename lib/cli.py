@@ -682,7 +682,7 @@ def _socket_reads(daemon: Any, masker: Any) -> Any:
                 from lib.web.app import for_daemon
                 from lib.web.socket_api import SocketApi
 
-                reads.append(SocketApi(lambda: for_daemon(daemon, masker, None)))
+                reads.append(SocketApi(for_daemon(daemon, masker, None)))
         return reads[0].get(path, user)
 
     reads: list[Any] = []

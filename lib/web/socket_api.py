@@ -10,16 +10,14 @@ any route — with the caller the kernel named (SO_PEERCRED) as its identity: an
 daemon's group. Only GET: what changes something goes through the socket's own
 `run-now` and `cancel`, or the HTTP API.
 
-The app is built at the first such request (the web modules are imported then, not at
-the daemon's start: without `web:` an idle daemon stays as lean as before) and kept.
+lib/cli.py builds one at the first such request (the web modules are imported then, not
+at the daemon's start: without `web:` an idle daemon stays as lean as before) and keeps it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,16 +31,8 @@ MAX_BODY = 8 * 1024 * 1024
 class SocketApi:
     """GET requests of the web API, answered in-process for control-socket callers."""
 
-    def __init__(self, build_app: Callable[[], Any]) -> None:
-        self._build_app = build_app
-        self._app: Any = None
-        self._lock = threading.Lock()
-
-    def _the_app(self) -> Any:
-        with self._lock:
-            if self._app is None:
-                self._app = self._build_app()
-            return self._app
+    def __init__(self, app: Any) -> None:
+        self.app = app  # the ASGI app (lib/web/app.py for_daemon)
 
     def get(self, path: str, user: str) -> dict[str, Any]:
         """The response to `GET path` for `user`, as the socket's `response` event."""
@@ -96,5 +86,5 @@ class SocketApi:
                     raise ValueError(f"the response is larger than {MAX_BODY} bytes")
                 chunks.append(body)
 
-        await self._the_app()(scope, receive, send)
+        await self.app(scope, receive, send)
         return status, headers, b"".join(chunks)
